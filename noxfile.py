@@ -1,0 +1,184 @@
+"""nox sessions for the slimtorch monorepo (see README "Development").
+
+nox -s lint tests                      # what CI runs (.ci/run)
+nox -s "tests_alone(package='core')"   # one distribution installed alone, its tests only
+nox -s demo -- --device cuda           # the main job
+nox -s build                           # every wheel, each installed alone and imported
+nox -s gpu | bench                     # on a CUDA machine, offline (no installs)
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import nox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+TEST_TOOLS = ["pytest", "pytest-xdist"]
+# Triton kernels run in the interpreter on CPU tensors; launcher outputs start poisoned.
+CPU_TEST_ENV = {
+    "TRITON_INTERPRET": "1",
+    "SLIMTORCH_FORCE_TRITON": "1",
+    "SLIMTORCH_POISON_OUTPUTS": "1",
+}
+
+
+def _distributions() -> dict[str, dict]:
+    """name -> {path, deps (slimtorch-* names), extras, sub (the slimtorch.<sub> package)}."""
+    found = {}
+    for pyproject in sorted(ROOT.glob("*/*/pyproject.toml")):
+        if pyproject.parent.parent.name not in ("packages", "kernels", "models"):
+            continue
+        project = tomllib.loads(pyproject.read_text())["project"]
+        deps = [re.split(r"[\[=<>; ]", d)[0] for d in project.get("dependencies", [])]
+        found[project["name"]] = {
+            "path": pyproject.parent,
+            "deps": [d for d in deps if d.startswith("slimtorch")],
+            "extras": set(project.get("optional-dependencies", {})),
+            "sub": project["name"].removeprefix("slimtorch-"),
+        }
+    return found
+
+
+DISTS = _distributions()
+CODE_DISTS = sorted(n for n in DISTS if n != "slimtorch")
+
+
+def _with_local_deps(names: list[str]) -> list[str]:
+    """The distributions plus every slimtorch distribution they need, dependencies first."""
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in ordered:
+            return
+        for dep in DISTS[name]["deps"]:
+            visit(dep)
+        ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
+
+
+def _requirement(name: str) -> str:
+    extras = sorted({"test", "cuda"} & DISTS[name]["extras"])
+    path = str(DISTS[name]["path"])
+    return f"{path}[{','.join(extras)}]" if extras else path
+
+
+def _install(session: nox.Session, names: list[str]) -> None:
+    """Install our distributions from their folders (non-editable, as users get them), always
+    rebuilt so a reused venv never runs stale code, plus their test extras."""
+    names = _with_local_deps(names)
+    reqs = [_requirement(n) for n in names]
+    if session.venv_backend == "uv":
+        reinstall = [a for n in names for a in ("--reinstall-package", n)]
+        session.install(*reinstall, *reqs, *TEST_TOOLS)
+    else:
+        session.install(*reqs, *TEST_TOOLS)
+        session.install("--force-reinstall", "--no-deps", *[str(DISTS[n]["path"]) for n in names])
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check + ruff format --check over the whole repository."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every distribution in one venv; the CPU suite, Triton kernels in the interpreter."""
+    _install(session, CODE_DISTS)
+    args = session.posargs or ["tests", "-n", "2", "--durations=15"]
+    session.run("pytest", *args, env=CPU_TEST_ENV)
+
+
+@nox.session
+@nox.parametrize("package", [DISTS[n]["sub"] for n in CODE_DISTS])
+def tests_alone(session: nox.Session, package: str) -> None:
+    """One distribution installed alone (with the slimtorch packages it needs) and its tests."""
+    _install(session, [f"slimtorch-{package}"])
+    session.run("pytest", f"tests/{package}", *session.posargs, env=CPU_TEST_ENV)
+
+
+@nox.session(venv_backend="none")
+def gpu(session: nox.Session) -> None:
+    """The suite on a CUDA machine, offline: sources on PYTHONPATH, kernels run natively."""
+    session.run("bash", "ci/gpu", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Every package's benchmarks on this machine's GPU -> benchmarks/results/<device>/."""
+    session.run("bash", "ci/bench", *session.posargs, external=True)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main job: compress a compact CNN every way the installed packages can."""
+    _install(session, list(DISTS))
+    session.run("slimtorch", "demo", *session.posargs)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build every wheel, install each alone in a fresh venv (finding its slimtorch
+    dependencies among the fresh wheels) and import it."""
+    session.install("build")
+    dist = Path(tempfile.mkdtemp(prefix="slimtorch-wheels-"))
+    for name in DISTS:
+        session.run("python", "-m", "build", "--wheel", "--outdir", str(dist), str(DISTS[name]["path"]))
+    wheels = {name: next(dist.glob(name.replace("-", "_") + "-*.whl")) for name in DISTS}
+    uv = session.venv_backend == "uv"
+    for name, wheel in wheels.items():
+        venv = dist / f"venv-{name}"
+        python = str(venv / "bin" / "python")
+        if uv:
+            session.run("uv", "venv", "-q", str(venv), external=True)
+            session.run(
+                "uv",
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                python,
+                "--find-links",
+                str(dist),
+                str(wheel),
+                external=True,
+            )
+        else:
+            session.run("python", "-m", "venv", str(venv))
+            session.run(
+                python,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--find-links",
+                str(dist),
+                str(wheel),
+                external=True,
+            )
+        subs = (
+            [DISTS[n]["sub"] for n in _with_local_deps([name]) if n != "slimtorch"]
+            if name == "slimtorch"
+            else [DISTS[name]["sub"]]
+        )
+        code = "; ".join(f"import slimtorch.{s}" for s in subs) + "; print('imported', " + repr(subs) + ")"
+        session.run(python, "-c", code, external=True)
+    session.log(f"wheels in {dist}")

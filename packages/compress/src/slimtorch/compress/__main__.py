@@ -1,0 +1,3 @@
+from slimtorch.compress.cli import main
+
+main()

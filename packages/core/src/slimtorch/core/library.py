@@ -1,0 +1,85 @@
+"""Register a kernel launcher as a ``torch.library`` custom op that dispatches by the core rule.
+
+    @kernel_op("slimtorch::int4_mm", reference="int4_mm_reference", check=_check_int4_mm)
+    def int4_mm(x: Tensor, qweight: Tensor, scales: Tensor, group_size: int) -> Tensor:
+        ...  # allocate with empty_output, launch the Triton kernel
+
+gives ``int4_mm``, a custom op (schema inferred from the annotations) whose body:
+
+1. runs ``check`` (argument validation shared by every path, also under ``torch.compile``);
+2. calls the launcher when :func:`slimtorch.core.dispatch.use_kernel` says so (CUDA tensors, or
+   CPU tensors under ``SLIMTORCH_FORCE_TRITON=1``), else the reference.
+
+The reference is named by a string and looked up in the launcher's module at first use, so the
+file keeps the conventional order (launcher above, reference at the bottom). Unless ``fake`` is
+given, the reference itself serves as the fake (meta) implementation: it is pure torch, so on
+fake tensors it yields the output's shape and dtype. Give ``fake`` when the reference has
+data-dependent shapes or is too slow to trace.
+
+Custom ops may not return a view of an input: launchers and references return fresh tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from slimtorch.core.dispatch import Backend, use_kernel
+
+
+def _resolve(fn_or_name: Callable[..., Any] | str, module_name: str) -> Callable[..., Any]:
+    if callable(fn_or_name):
+        return fn_or_name
+    module = sys.modules[module_name]
+    try:
+        return getattr(module, fn_or_name)
+    except AttributeError:
+        raise AttributeError(f"kernel_op: module {module_name} has no reference function {fn_or_name!r}") from None
+
+
+def kernel_op(
+    qualname: str,
+    *,
+    reference: Callable[..., Any] | str,
+    check: Callable[..., None] | None = None,
+    fake: Callable[..., Any] | None = None,
+    backend: Backend = "triton",
+    mutates_args: tuple[str, ...] = (),
+) -> Callable[[Callable[..., Any]], Any]:
+    """Decorator: launcher -> ``torch.library`` custom op ``qualname`` ("namespace::name")."""
+    if "::" not in qualname:
+        raise ValueError(f"qualname: expected 'namespace::name', got {qualname!r}")
+
+    def decorate(launcher: Callable[..., Any]) -> Any:
+        module_name = launcher.__module__
+        signature = inspect.signature(launcher)
+        get_reference = functools.cache(lambda: _resolve(reference, module_name))
+
+        @functools.wraps(launcher)
+        def dispatching(*args: Any, **kwargs: Any) -> Any:
+            if check is not None:
+                check(*args, **kwargs)
+            if use_kernel(backend, *args, *kwargs.values()):
+                return launcher(*args, **kwargs)
+            return get_reference()(*args, **kwargs)
+
+        op = torch.library.custom_op(qualname, dispatching, mutates_args=mutates_args)
+
+        def fake_impl(*args: Any, **kwargs: Any) -> Any:
+            if check is not None:
+                check(*args, **kwargs)
+            return (fake or get_reference())(*args, **kwargs)
+
+        fake_impl.__signature__ = signature  # type: ignore[attr-defined]
+        op.register_fake(fake_impl)
+        # Benchmarks time the launcher directly; tests reach the reference through the op.
+        op.launcher = launcher
+        op.get_reference = get_reference
+        return op
+
+    return decorate

@@ -1,0 +1,164 @@
+"""Test helpers for every slimtorch package: error bounds, odd shapes, poisoning, a small CNN.
+
+Kernel tests follow one pattern::
+
+    x = randn((m, k), dtype=dtype, device=device, seed=seed)   # fresh, odd-sized
+    out = op(x, ...)                                          # dispatch: kernel on GPU/interpreter
+    ref = op.get_reference()(x.double(), ...)                 # the pure-torch oracle
+    assert_rel_close(out, ref, bound=REL_BOUND[dtype])
+
+The test suite runs with ``SLIMTORCH_POISON_OUTPUTS=1``, so outputs allocated through
+:func:`slimtorch.core.dispatch.empty_output` start as NaN and unwritten elements fail.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from slimtorch.core.dispatch import poison_value
+from slimtorch.core.metrics import rel_error, sqnr
+
+__all__ = [
+    "ODD_SIZES",
+    "REL_BOUND",
+    "SmallCompactCNN",
+    "assert_exact",
+    "assert_rel_close",
+    "assert_sqnr_at_least",
+    "default_device",
+    "odd_sizes",
+    "poison_",
+    "randn",
+    "rel_error",
+    "sqnr",
+]
+
+# Sizes that are neither powers of two nor multiples of a tile: they exercise masks and tails.
+ODD_SIZES: tuple[int, ...] = (1, 3, 7, 13, 17, 31, 33, 63, 65, 97)
+
+# ‖out − ref‖/‖ref‖ bounds for results computed in each dtype (fp32 accumulation) against a
+# float64 reference. tf32 dots (Triton's default for fp32 on GPUs) land near 3e-4.
+REL_BOUND: dict[torch.dtype, float] = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-3,
+    torch.float16: 4e-3,
+    torch.bfloat16: 2e-2,
+}
+
+
+def default_device() -> str:
+    """ "cuda" where a GPU is present (kernels run natively), else "cpu" (reference/interpreter)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def randn(
+    shape: Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    seed: int | None = None,
+    scale: float = 1.0,
+) -> torch.Tensor:
+    """Standard-normal tensor drawn on CPU from ``seed`` (reproducible across devices)."""
+    gen = torch.Generator().manual_seed(seed if seed is not None else random.randrange(2**31))
+    return (torch.randn(tuple(shape), generator=gen, dtype=torch.float32) * scale).to(device=device, dtype=dtype)
+
+
+def odd_sizes(
+    count: int,
+    *,
+    low: int = 1,
+    high: int = 97,
+    multiple_of: int = 1,
+    seed: int = 0,
+) -> list[int]:
+    """``count`` distinct sizes in [low, high], multiples of ``multiple_of`` but avoiding powers
+    of two and multiples of 16·multiple_of where possible (so tile tails are exercised)."""
+    rng = random.Random(seed)
+    candidates = [s for s in range(low, high + 1) if s % multiple_of == 0]
+    if not candidates:
+        raise ValueError(f"no multiple of {multiple_of} in [{low}, {high}]")
+    awkward = [s for s in candidates if (s & (s - 1)) != 0 and s % (16 * multiple_of) != 0] or candidates
+    rng.shuffle(awkward)
+    picked = awkward[:count]
+    while len(picked) < count:
+        picked.append(rng.choice(candidates))
+    return picked
+
+
+def poison_(t: torch.Tensor) -> torch.Tensor:
+    """Fill ``t`` in place with NaN (floats) or an extreme integer; returns ``t``."""
+    return t.fill_(poison_value(t.dtype))
+
+
+def assert_rel_close(out: torch.Tensor, ref: torch.Tensor, bound: float, *, name: str = "out") -> None:
+    """‖out − ref‖/‖ref‖ ≤ bound (NaN fails); the message gives the error, max |diff| and where."""
+    if out.shape != ref.shape:
+        raise AssertionError(f"{name}: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+    err = rel_error(out, ref)
+    if not err <= bound:
+        diff = (out.detach().double().cpu() - ref.detach().double().cpu()).abs()
+        diff = torch.nan_to_num(diff, nan=float("inf"))
+        where = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape)) if diff.numel() else ()
+        raise AssertionError(
+            f"{name}: relative error {err:.3e} > {bound:.1e} "
+            f"(max |diff| {diff.max().item() if diff.numel() else 0:.3e} at {where}, shape {tuple(out.shape)})"
+        )
+
+
+def assert_exact(out: torch.Tensor, ref: torch.Tensor, *, name: str = "out") -> None:
+    """Bitwise equality (packing, quantizers): same shape, dtype and every element."""
+    if out.shape != ref.shape or out.dtype != ref.dtype:
+        raise AssertionError(f"{name}: {tuple(out.shape)}/{out.dtype} != reference {tuple(ref.shape)}/{ref.dtype}")
+    a, b = out.detach().cpu(), ref.detach().cpu()
+    same = (a == b) | (a.isnan() & b.isnan()) if a.dtype.is_floating_point else a == b
+    if not bool(same.all()):
+        bad = (~same).nonzero()
+        first = tuple(bad[0].tolist())
+        raise AssertionError(
+            f"{name}: {bad.shape[0]} of {a.numel()} elements differ; first at {first}: "
+            f"{a[first].item()} != {b[first].item()}"
+        )
+
+
+def assert_sqnr_at_least(ref: torch.Tensor, approx: torch.Tensor, db: float, *, name: str = "out") -> None:
+    value = sqnr(ref, approx)
+    if not value >= db:
+        raise AssertionError(f"{name}: SQNR {value:.2f} dB < {db:.2f} dB")
+
+
+class SmallCompactCNN(nn.Module):
+    """A tiny MobileNet-style network: stem conv, depthwise-separable blocks (one with a
+    residual add), a grouped 1x1 conv, global pooling and a Linear head. Every layer kind the
+    compression packages convert appears at least once; sized to run in milliseconds on CPU."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16):
+        super().__init__()
+        w = width
+
+        def conv_bn_act(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU6(inplace=True),
+            )
+
+        self.stem = conv_bn_act(3, w, 3, stride=2)
+        self.dw1 = conv_bn_act(w, w, 3, groups=w)
+        self.pw1 = conv_bn_act(w, 2 * w, 1)
+        self.dw2 = conv_bn_act(2 * w, 2 * w, 3, stride=2, groups=2 * w)
+        self.pw2 = conv_bn_act(2 * w, 4 * w, 1)
+        self.dw3 = conv_bn_act(4 * w, 4 * w, 3, groups=4 * w)
+        self.pw3 = nn.Sequential(nn.Conv2d(4 * w, 4 * w, 1, groups=4, bias=False), nn.BatchNorm2d(4 * w))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(4 * w, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pw1(self.dw1(self.stem(x)))
+        x = self.pw2(self.dw2(x))
+        x = x + self.pw3(self.dw3(x))
+        return self.head(torch.flatten(self.pool(x), 1))
