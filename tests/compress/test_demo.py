@@ -49,6 +49,12 @@ def test_unknown_format_and_model_are_named():
         demo.build_model("no-such-net")
 
 
+def test_timm_models_by_name():
+    pytest.importorskip("timm")
+    model = demo.build_model("mobilenetv2_050")
+    assert sum(p.numel() for p in model.parameters()) > 1_000_000
+
+
 def test_cli_demo_end_to_end(tmp_path, capsys):
     with reference_only(), pytest.raises(SystemExit) as exit_info:
         cli.main(
