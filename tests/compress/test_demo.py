@@ -50,7 +50,6 @@ def test_unknown_format_and_model_are_named():
 
 
 def test_timm_models_by_name():
-    pytest.importorskip("timm")
     model = demo.build_model("mobilenetv2_050")
     assert sum(p.numel() for p in model.parameters()) > 1_000_000
 

@@ -7,7 +7,6 @@ import torch
 
 from slimtorch.core import cuda
 
-pytest.importorskip("cupy", reason="CuPy (slimtorch-core[cuda]) is needed for the CUDA-C loader")
 
 AXPY = r"""
 extern "C" __global__ void axpy(const float* x, float* y, float a, int n) {

@@ -9,7 +9,7 @@ import pytest
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    tomllib = pytest.importorskip("tomli")
+    import tomli as tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 PYPROJECTS = sorted(
