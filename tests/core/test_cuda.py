@@ -7,7 +7,6 @@ import torch
 
 from slimtorch.core import cuda
 
-
 AXPY = r"""
 extern "C" __global__ void axpy(const float* x, float* y, float a, int n) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;

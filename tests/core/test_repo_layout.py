@@ -4,8 +4,6 @@ distribution that installs everything, README and CI that agree."""
 import re
 from pathlib import Path
 
-import pytest
-
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
