@@ -27,6 +27,8 @@ nox.options.sessions = ["lint", "tests"]
 
 ROOT = Path(__file__).parent
 TEST_TOOLS = ["pytest", "pytest-xdist"]
+# The stack on the lent GPU machines (torch 2.11 + triton 3.6): the oldest we test against.
+OLDEST_STACK = ["torch==2.11.*", "triton==3.6.*", "torchvision==0.26.*"]
 # Triton kernels run in the interpreter on CPU tensors; launcher outputs start poisoned.
 CPU_TEST_ENV = {
     "TRITON_INTERPRET": "1",
@@ -104,6 +106,17 @@ def tests(session: nox.Session) -> None:
     """Every distribution in one venv; the CPU suite, Triton kernels in the interpreter."""
     _install(session, CODE_DISTS)
     args = session.posargs or ["tests", "-n", "2", "--durations=15"]
+    session.run("pytest", *args, env=CPU_TEST_ENV)
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """The CPU suite against the oldest torch/triton we promise (those of the lent GPU machines)."""
+    session.install(*OLDEST_STACK)
+    _install(session, CODE_DISTS)
+    session.install(*OLDEST_STACK)  # keep the pins if a dependency pulled a newer torch
+    session.run("python", "-c", "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)")
+    args = session.posargs or ["tests", "-n", "2"]
     session.run("pytest", *args, env=CPU_TEST_ENV)
 
 

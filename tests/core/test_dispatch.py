@@ -54,3 +54,17 @@ def test_empty_output_is_poisoned_when_asked(monkeypatch, dtype):
         assert bool(out.all())
     else:
         assert bool((out == torch.iinfo(dtype).min).all())
+
+
+def test_autotune_configs_keeps_first_in_interpreter(monkeypatch):
+    import triton
+
+    from slimtorch.core.tuning import autotune_configs
+
+    configs = [triton.Config({"BLOCK": 64}), triton.Config({"BLOCK": 128})]
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert autotune_configs(configs) == configs[:1]
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert autotune_configs(configs) == configs
+    with pytest.raises(ValueError, match="at least one"):
+        autotune_configs([])
