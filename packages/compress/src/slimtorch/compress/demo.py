@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,26 +169,23 @@ def plot_rows(rows: Sequence[DemoRow], path: Path, title: str) -> None:
         ax.set_xlabel(label)
         ax.invert_yaxis()
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    bench.save_figure(fig, path)
 
 
 def write_demo(
     rows: Sequence[DemoRow], out_dir: str | Path, *, model_name: str, device: torch.device
 ) -> dict[str, Path]:
-    folder = Path(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    """Write ``<out_dir>/demo-<model>.{json,md,png}``; return the paths."""
     env = bench.Environment.collect(device)
-    paths = {ext: folder / f"demo-{model_name}.{ext}" for ext in ("json", "md", "png")}
     payload = {
         "model": model_name,
         "environment": dataclasses.asdict(env),
         "rows": [dataclasses.asdict(r) for r in rows],
     }
-    paths["json"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
     header = f"# slimtorch demo: {model_name} on {env.device_name} (torch {env.torch_version})\n\n"
-    paths["md"].write_text(header + format_table(rows))
-    plot_rows(rows, paths["png"], f"{model_name} on {env.device_name}")
-    return paths
+    return bench.write_report(
+        Path(out_dir) / f"demo-{model_name}",
+        payload,
+        header + format_table(rows),
+        lambda png: plot_rows(rows, png, f"{model_name} on {env.device_name}"),
+    )

@@ -393,27 +393,40 @@ def plot_results(results: Sequence[BenchResult], path: Path, *, title: str = "")
     for ax in list(axes.flat)[len(cases) :]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig: object, path: Path) -> None:
+    """Lay out, write as PNG and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()  # type: ignore[attr-defined]
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110)  # type: ignore[attr-defined]
     plt.close(fig)
+
+
+def write_report(stem: Path, payload: dict, markdown: str, draw: Callable[[Path], None]) -> dict[str, Path]:
+    """Write ``stem.json`` (payload), ``stem.md`` (markdown) and ``stem.png`` (``draw(path)``)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("json", "md", "png")}
+    paths["json"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    paths["md"].write_text(markdown)
+    draw(paths["png"])
+    return paths
 
 
 def write_results(
     results: Sequence[BenchResult], env: Environment, out_dir: str | Path, family: str
 ) -> dict[str, Path]:
     """Write ``<out_dir>/<device-slug>/<family>.{json,md,png}``; return the paths."""
-    folder = Path(out_dir) / device_slug(env.device_name)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {ext: folder / f"{family}.{ext}" for ext in ("json", "md", "png")}
-    payload = {
-        "environment": dataclasses.asdict(env),
-        "results": [dataclasses.asdict(r) for r in results],
-    }
-    paths["json"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
-    paths["md"].write_text(markdown_table(results, env))
-    plot_results(results, paths["png"], title=f"{family} on {env.device_name}")
-    return paths
+    payload = {"environment": dataclasses.asdict(env), "results": [dataclasses.asdict(r) for r in results]}
+    return write_report(
+        Path(out_dir) / device_slug(env.device_name) / family,
+        payload,
+        markdown_table(results, env),
+        lambda png: plot_results(results, png, title=f"{family} on {env.device_name}"),
+    )
 
 
 def read_results(path: str | Path) -> tuple[dict, list[BenchResult]]:

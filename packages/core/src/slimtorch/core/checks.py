@@ -92,13 +92,15 @@ def check_device(t: torch.Tensor, name: str, device: torch.device | str) -> None
         raise ValueError(f"{name}: expected a tensor on {want}, got one on {t.device}")
 
 
+def _against_first(tensors: dict[str, torch.Tensor | None]) -> list[tuple[str, torch.Tensor, str, torch.Tensor]]:
+    """(name, tensor, first_name, first) for every non-None tensor after the first one."""
+    items = [(k, v) for k, v in tensors.items() if v is not None]
+    return [(name, t, *items[0]) for name, t in items[1:]]
+
+
 def check_same_device(**tensors: torch.Tensor | None) -> None:
     """All given tensors (None entries skipped) must live on one device."""
-    items = [(k, v) for k, v in tensors.items() if v is not None]
-    if not items:
-        return
-    first_name, first = items[0]
-    for name, t in items[1:]:
+    for name, t, first_name, first in _against_first(tensors):
         if t.device != first.device:
             raise ValueError(
                 f"{name}: expected a tensor on {first.device} (the device of {first_name}), got one on {t.device}"
@@ -106,11 +108,8 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
 
 
 def check_same_dtype(**tensors: torch.Tensor | None) -> None:
-    items = [(k, v) for k, v in tensors.items() if v is not None]
-    if not items:
-        return
-    first_name, first = items[0]
-    for name, t in items[1:]:
+    """All given tensors (None entries skipped) must share one dtype."""
+    for name, t, first_name, first in _against_first(tensors):
         if t.dtype != first.dtype:
             raise TypeError(
                 f"{name}: expected dtype {_fmt_dtypes([first.dtype])} (the dtype of {first_name}), "

@@ -72,27 +72,15 @@ def available_formats(device: torch.device | str | None = None) -> list[Compress
     return formats
 
 
-def _to_half(dtype: torch.dtype) -> Callable[[nn.Module], nn.Module]:
-    return lambda model: model.to(dtype)
-
-
 # Casting to 16-bit floats is the simplest real compression (2x smaller, tensor-core speed).
-register_format(
-    CompressionFormat(
-        name="fp16",
-        family="core",
-        description="all weights and activations in float16",
-        convert=_to_half(torch.float16),
-        dtype=torch.float16,
-        devices=("cuda",),
+for _name, _dtype, _devices in (("fp16", torch.float16, ("cuda",)), ("bf16", torch.bfloat16, ("cpu", "cuda"))):
+    register_format(
+        CompressionFormat(
+            name=_name,
+            family="core",
+            description=f"all weights and activations in {str(_dtype).removeprefix('torch.')}",
+            convert=lambda model, dtype=_dtype: model.to(dtype),
+            dtype=_dtype,
+            devices=_devices,
+        )
     )
-)
-register_format(
-    CompressionFormat(
-        name="bf16",
-        family="core",
-        description="all weights and activations in bfloat16",
-        convert=_to_half(torch.bfloat16),
-        dtype=torch.bfloat16,
-    )
-)
