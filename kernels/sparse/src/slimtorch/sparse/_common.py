@@ -17,7 +17,6 @@ import triton
 import triton.language as tl
 
 from slimtorch.core.activations import apply_activation
-
 from slimtorch.core.dispatch import interpreter_enabled
 
 REDUCE_BLOCK_M = 16

@@ -38,7 +38,6 @@ from slimtorch.sparse.formats import (
     from_bsr,
     invert_permutation,
     is_24_sparse,
-    meta_words,
     pack_meta,
     permute_for_24,
     prune_24,
