@@ -23,13 +23,13 @@ import torch
 import triton
 import triton.language as tl
 
-from slimtorch.core.activations import ACTIVATIONS, activation_reference
+from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_divisible, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
-from slimtorch.sparse._autograd import linear_grads
 from slimtorch.sparse._common import dot_acc, grouped_tile, store_output, upcast_dot_operands
+from slimtorch.sparse._linear import linear_grads, linear_reference
 from slimtorch.sparse.formats import BLOCK_SIZES, bsr_blocks_of, from_bsr
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -190,8 +190,5 @@ def bsr_mm_reference(
     activation: str = "none",
 ) -> torch.Tensor:
     """Pure torch: densify W, ``act(x @ W.T + bias)`` accumulated in fp32 (fp64 for fp64 x)."""
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     n = (crow_indices.shape[0] - 1) * values.shape[-1]
-    weight = from_bsr(crow_indices, col_indices, values, n, x.shape[1]).to(acc_dtype)
-    y = torch.nn.functional.linear(x.to(acc_dtype), weight, None if bias is None else bias.to(acc_dtype))
-    return activation_reference(y, activation).to(x.dtype)
+    return linear_reference(x, from_bsr(crow_indices, col_indices, values, n, x.shape[1]), bias, activation)

@@ -110,7 +110,37 @@ def _check_mask_24(mask: torch.Tensor, weight: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------- 2:4
 
 
-class SparseLinear24(nn.Module):
+class _CompressedLinear(nn.Module):
+    """What the compressed Linear layers share: features, bias, activation, the (*, K) -> (*, N)
+    reshaping around ``_matmul`` (2-d x), the stored-weight count and the repr."""
+
+    def __init__(self, in_features, out_features, bias, activation, device, dtype):
+        super().__init__()
+        check_choice(activation, "activation", ACTIVATIONS)
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._matmul(_linear_input(x, self.in_features))
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def compressed_num_params(self) -> int:
+        return self.values.numel() + (0 if self.bias is None else self.bias.numel())
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"activation={self.activation}"
+        )
+
+
+class SparseLinear24(_CompressedLinear):
     """``y = act(x @ W.T + bias)`` with a 2:4 sparse W (N, K) stored compressed."""
 
     def __init__(
@@ -125,20 +155,14 @@ class SparseLinear24(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ):
-        super().__init__()
         check_divisible(in_features, 4, "in_features")
-        check_choice(activation, "activation", ACTIVATIONS)
         check_choice(backend, "backend", BACKENDS_24)
-        self.in_features, self.out_features = in_features, out_features
-        self.activation, self.backend = activation, backend
+        super().__init__(in_features, out_features, bias, activation, device, dtype)
+        self.backend = backend
         self.values = nn.Parameter(torch.zeros(out_features, in_features // 2, device=device, dtype=dtype))
         # Default structure: every group keeps slots (0, 1).
         first_slots = torch.tensor([0, 1], device=device).repeat(out_features, in_features // 4)
         self.register_buffer("meta", pack_meta(first_slots))
-        if bias:
-            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
         self.register_buffer("perm", torch.arange(in_features, device=device) if permuted else None)
         self.register_buffer("meta_mma", None, persistent=False)  # cache for the mma.sp backend
         self._torch_weight = None  # cache for the "torch" backend (a SparseSemiStructuredTensor)
@@ -200,18 +224,15 @@ class SparseLinear24(nn.Module):
             weight = weight[:, invert_permutation(self.perm)]
         return _dense_linear(weight, None if self.bias is None else self.bias.detach())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = _linear_input(x, self.in_features)
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.perm is not None:
-            x2 = x2.index_select(1, self.perm)
-        backend = self._backend_for(x2)
+            x = x.index_select(1, self.perm)
+        backend = self._backend_for(x)
         if backend == "torch":
-            y = self._torch_semi_structured(x2)
-        elif backend == "cuda_mma_sp":
-            y = sparse24_mm_sp(x2, self.values, self._mma_meta(), self.bias, self.activation)
-        else:
-            y = sparse24_mm(x2, self.values, self.meta, self.bias, self.activation)
-        return y.reshape(*x.shape[:-1], self.out_features)
+            return self._torch_semi_structured(x)
+        if backend == "cuda_mma_sp":
+            return sparse24_mm_sp(x, self.values, self._mma_meta(), self.bias, self.activation)
+        return sparse24_mm(x, self.values, self.meta, self.bias, self.activation)
 
     def _backend_for(self, x: torch.Tensor) -> str:
         if self.backend != "auto":
@@ -259,14 +280,8 @@ class SparseLinear24(nn.Module):
         self.invalidate_caches()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def compressed_num_params(self) -> int:
-        return self.values.numel() + (0 if self.bias is None else self.bias.numel())
-
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"activation={self.activation}, permuted={self.perm is not None}, backend={self.backend}"
-        )
+        return super().extra_repr() + f", permuted={self.perm is not None}, backend={self.backend}"
 
 
 class _SRSTEMask(torch.autograd.Function):
@@ -359,7 +374,7 @@ class MaskedSparseLinear(nn.Linear):
 # ----------------------------------------------------------------------------- block-sparse
 
 
-class BlockSparseLinear(nn.Module):
+class BlockSparseLinear(_CompressedLinear):
     """``y = act(x @ W.T + bias)`` with W (N, K) stored as BSR blocks of ``block_size``."""
 
     def __init__(
@@ -375,11 +390,9 @@ class BlockSparseLinear(nn.Module):
         dtype: torch.dtype | None = None,
     ):
         """A zero weight with the structure ``block_mask`` ((N/bs, K/bs) bool; default: every block)."""
-        super().__init__()
         check_block_size(block_size, out_features, in_features, "the weight")
-        check_choice(activation, "activation", ACTIVATIONS)
-        self.in_features, self.out_features, self.block_size = in_features, out_features, block_size
-        self.activation = activation
+        super().__init__(in_features, out_features, bias, activation, device, dtype)
+        self.block_size = block_size
         grid = (out_features // block_size, in_features // block_size)
         if block_mask is None:
             block_mask = torch.ones(grid, dtype=torch.bool, device=device)
@@ -389,10 +402,6 @@ class BlockSparseLinear(nn.Module):
         self.register_buffer("crow_indices", crow)
         self.register_buffer("col_indices", col)
         self.values = nn.Parameter(values)
-        if bias:
-            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
-        else:
-            self.register_parameter("bias", None)
 
     @classmethod
     def from_dense(
@@ -436,10 +445,8 @@ class BlockSparseLinear(nn.Module):
         )
         return _dense_linear(weight, None if self.bias is None else self.bias.detach())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x2 = _linear_input(x, self.in_features)
-        y = bsr_mm(x2, self.crow_indices, self.col_indices, self.values, self.bias, self.activation)
-        return y.reshape(*x.shape[:-1], self.out_features)
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return bsr_mm(x, self.crow_indices, self.col_indices, self.values, self.bias, self.activation)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         _adopt_incoming_shapes(self, state_dict, prefix, ("col_indices", "values"))
@@ -451,14 +458,8 @@ class BlockSparseLinear(nn.Module):
             self.in_features // self.block_size,
         )
 
-    def compressed_num_params(self) -> int:
-        return self.values.numel() + (0 if self.bias is None else self.bias.numel())
-
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"block_size={self.block_size}, density={self.density:.3f}, activation={self.activation}"
-        )
+        return super().extra_repr() + f", block_size={self.block_size}, density={self.density:.3f}"
 
 
 # ----------------------------------------------------------------------------- 1x1 convolutions

@@ -33,12 +33,11 @@ import torch
 import triton
 import triton.language as tl
 
-from slimtorch.core.activations import ACTIVATIONS, activation_reference
+from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_divisible, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
-from slimtorch.sparse._autograd import linear_grads
 from slimtorch.sparse._common import (
     dot_acc,
     grouped_tile,
@@ -47,6 +46,7 @@ from slimtorch.sparse._common import (
     store_partial,
     upcast_dot_operands,
 )
+from slimtorch.sparse._linear import linear_grads, linear_reference
 from slimtorch.sparse.formats import decompress_24, kept_columns, meta_words
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -373,7 +373,4 @@ def sparse24_mm_reference(
     split_k: int = 0,
 ) -> torch.Tensor:
     """Pure torch: decompress W, ``act(x @ W.T + bias)`` accumulated in fp32 (fp64 for fp64 x)."""
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    weight = decompress_24(values, meta).to(acc_dtype)
-    y = torch.nn.functional.linear(x.to(acc_dtype), weight, None if bias is None else bias.to(acc_dtype))
-    return activation_reference(y, activation).to(x.dtype)
+    return linear_reference(x, decompress_24(values, meta), bias, activation)

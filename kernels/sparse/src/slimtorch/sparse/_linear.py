@@ -1,7 +1,8 @@
-"""Backward of the sparse linear ops (y = act(x @ W.T + bias)), shared by the 2:4 and BSR ops.
+"""The dense math behind every sparse linear op, y = act(x @ W.T + bias), once W is decompressed:
+the reference forward (the ops' CPU path and test oracle) and the backward.
 
-The compressed weight is decompressed to dense for the backward: it is correct and simple, not a
-fast path (fine-tuning a pruned model runs through MaskedSparseLinear, see layers.py).
+The backward works on the decompressed dense weight: correct and simple, not a fast path
+(fine-tuning a pruned model runs through MaskedSparseLinear, see layers.py).
 """
 
 from __future__ import annotations
@@ -13,11 +14,26 @@ import torch
 from slimtorch.core.activations import activation_reference
 
 
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def linear_reference(
+    x: torch.Tensor, dense_weight: torch.Tensor, bias: torch.Tensor | None, activation: str
+) -> torch.Tensor:
+    """``act(x @ W.T + bias)`` accumulated in fp32 (fp64 for fp64 x), returned in x's dtype."""
+    acc_dtype = accumulation_dtype(x)
+    y = torch.nn.functional.linear(
+        x.to(acc_dtype), dense_weight.to(acc_dtype), None if bias is None else bias.to(acc_dtype)
+    )
+    return activation_reference(y, activation).to(x.dtype)
+
+
 def activation_backward(grad_out: torch.Tensor, pre_activation: torch.Tensor, activation: str) -> torch.Tensor:
     """grad_out · act'(pre_activation), through autograd on the one torch activation definition."""
     if activation == "none":
         return grad_out
-    acc_dtype = torch.float64 if pre_activation.dtype == torch.float64 else torch.float32
+    acc_dtype = accumulation_dtype(pre_activation)
     with torch.enable_grad():
         z = pre_activation.detach().to(acc_dtype).requires_grad_()
         (grad,) = torch.autograd.grad(activation_reference(z, activation), z, grad_out.to(acc_dtype))
@@ -38,7 +54,7 @@ def linear_grads(
     """(grad_x in x's dtype, grad of the dense weight (N, K) in the accumulation dtype, grad_bias),
     each None unless ``ctx.needs_input_grad`` asks for it (x is input 0)."""
     needs = ctx.needs_input_grad
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    acc_dtype = accumulation_dtype(x)
     g = grad_out if activation == "none" else activation_backward(grad_out, pre_activation(), activation)
     g = g.to(acc_dtype)
     grad_x = (g @ dense_weight.to(acc_dtype)).to(x.dtype) if needs[0] else None
