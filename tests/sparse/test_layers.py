@@ -125,6 +125,22 @@ def test_sparse_linear24_backends_on_cpu():
         torch_layer(torch.zeros(2, 64))
 
 
+def test_auto_backend_uses_mma_sp_only_when_enabled_on_cuda_for_large_m(monkeypatch):
+    class CudaLike:  # what _backend_for looks at
+        def __init__(self, m, dtype=torch.float16):
+            self.is_cuda, self.dtype, self.shape = True, dtype, (m, 64)
+
+    monkeypatch.setenv("SLIMTORCH_SPARSE_MMA_SP", "1")
+    enabled = SparseLinear24(64, 16)
+    assert enabled._backend_for(CudaLike(256)) == "cuda_mma_sp"
+    assert enabled._backend_for(CudaLike(255)) == "triton"
+    assert enabled._backend_for(CudaLike(256, torch.float32)) == "triton"
+    assert enabled._backend_for(torch.zeros(256, 64, dtype=torch.float16)) == "triton"  # CPU
+    assert SparseLinear24(36, 16)._backend_for(CudaLike(256)) == "triton"  # K % 32 != 0
+    monkeypatch.delenv("SLIMTORCH_SPARSE_MMA_SP")
+    assert SparseLinear24(64, 16)._backend_for(CudaLike(256)) == "triton"
+
+
 def test_sparse_linear24_counts_stored_weights():
     layer = SparseLinear24.from_dense(make_linear(16, 8))
     assert count_parameters(layer) == 8 * 8 + 8

@@ -2,9 +2,10 @@
 
 - :class:`SparseLinear24` — 2:4 weight stored as ``values`` (N, K/2) + ``meta`` (N, ceil(K/32))
   int32 (+ ``perm`` when its input channels were permuted). Backends: ``"auto"`` (Triton kernels
-  on CUDA, the torch reference on CPU; with ``SLIMTORCH_SPARSE_MMA_SP=1`` the CUDA ``mma.sp``
-  kernel for M >= MMA_SP_MIN_M), ``"triton"``, ``"cuda_mma_sp"`` (opt-in, not yet GPU-verified)
-  and ``"torch"`` (``torch.sparse.to_sparse_semi_structured``, CUDA only).
+  on CUDA, the torch reference on CPU; with ``SLIMTORCH_SPARSE_MMA_SP=1`` set when the layer is
+  built, the CUDA ``mma.sp`` kernel for M >= MMA_SP_MIN_M), ``"triton"``, ``"cuda_mma_sp"``
+  (opt-in, not yet GPU-verified) and ``"torch"`` (``torch.sparse.to_sparse_semi_structured``,
+  CUDA only).
 - :class:`BlockSparseLinear` — BSR weight (``crow_indices``, ``col_indices``, ``values``).
 - :class:`PointwiseConv2d` — a 1x1 Conv2d (groups=1, no padding, any stride) run by one of the
   above over the pixels in channels-last order: ``y[b, :, h, w] = gemm(x[b, :, s·h, s·w])``.
@@ -159,6 +160,8 @@ class SparseLinear24(_CompressedLinear):
         check_choice(backend, "backend", BACKENDS_24)
         super().__init__(in_features, out_features, bias, activation, device, dtype)
         self.backend = backend
+        # Read once, when the layer is built (a plain attribute keeps torch.compile graphs static).
+        self.auto_mma_sp = os.environ.get(MMA_SP_ENV, "") == "1"
         self.values = nn.Parameter(torch.zeros(out_features, in_features // 2, device=device, dtype=dtype))
         # Default structure: every group keeps slots (0, 1).
         first_slots = torch.tensor([0, 1], device=device).repeat(out_features, in_features // 4)
@@ -238,8 +241,8 @@ class SparseLinear24(_CompressedLinear):
         if self.backend != "auto":
             return self.backend
         if (
-            x.is_cuda
-            and os.environ.get(MMA_SP_ENV, "") == "1"
+            self.auto_mma_sp
+            and x.is_cuda
             and x.dtype in MMA_SP_DTYPES
             and self.in_features % 32 == 0
             and x.shape[0] >= MMA_SP_MIN_M

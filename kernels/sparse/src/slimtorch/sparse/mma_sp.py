@@ -65,7 +65,8 @@ def sparse24_mm_sp(
     """``act(x @ W.T + bias)`` on sparse tensor cores; x (M, K) fp16/bf16 -> (M, N)."""
     from slimtorch.core.cuda import load_module
 
-    x, values, meta_mma = x.contiguous(), values.contiguous(), meta_mma.contiguous()
+    # The kernel reads x and values as 32-bit words: contiguous rows starting 4-byte aligned.
+    x, values, meta_mma = (_aligned(t.contiguous()) for t in (x, values, meta_mma))
     m, k = x.shape
     n = values.shape[0]
     out = empty_output((m, n), dtype=x.dtype, device=x.device)
@@ -79,6 +80,10 @@ def sparse24_mm_sp(
     if activation != "none":
         out = activation_reference(out.float(), activation).to(x.dtype)
     return out
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
 def _setup_context(ctx, inputs, output) -> None:
