@@ -3,7 +3,7 @@
 Formats (pure torch, exact): :func:`prune_24`, :func:`compress_24` / :func:`decompress_24`,
 :func:`permute_for_24`, :func:`to_mma_sp_metadata`, :func:`prune_blocks`, :func:`to_bsr` /
 :func:`from_bsr`. Ops (``torch.library`` custom ops): :func:`sparse24_mm` (Triton: split-K gather
-GEMV for small M, dense-tile rebuild + ``tl.dot`` above), :func:`sparse24_mm_sp` (CUDA ``mma.sp``,
+GEMV for small M, four per-slot ``tl.dot`` above), :func:`sparse24_mm_sp` (CUDA ``mma.sp``,
 opt-in, not yet GPU-verified), :func:`bsr_mm` (Triton). Layers: :class:`SparseLinear24`,
 :class:`BlockSparseLinear`, :class:`PointwiseConv2d`, :class:`MaskedSparseLinear` (fine-tuning,
 SR-STE). Models: :func:`sparsify_`, :func:`to_sparse_`. Registers the compression formats

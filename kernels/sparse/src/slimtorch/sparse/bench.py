@@ -9,7 +9,7 @@ Cases (fp16, y = x @ W.T, W (N, K), x (M, K)):
   1, 32, 256.
 
 Providers: ``torch dense`` (F.linear = cuBLAS, the baseline), ``ours 2:4`` (the Triton launcher:
-split-K gather GEMV for small M, dense-tile rebuild + tl.dot above), ``ours 2:4 mma.sp`` (the CUDA
+split-K gather GEMV for small M, four per-slot tl.dots above), ``ours 2:4 mma.sp`` (the CUDA
 sparse-tensor-core kernel, with ``--mma-sp`` only), ``torch 2:4`` (``to_sparse_semi_structured``; its cuSPARSELt
 and CUTLASS backends separately where present), ``ours BSR 50%`` (block-sparse, half the blocks).
 

@@ -14,10 +14,13 @@ Two kernels, chosen in the launcher by M (thresholds unmeasured until a GPU run)
 - ``_sparse24_gemv_kernel`` (M <= GEMV_MAX_M): no dense tile at all. Each program owns BLOCK_N
   output features and walks its share of the stored values; for each value it gathers the x
   elements its index points at (x is tiny and stays in L1) and accumulates on CUDA cores in fp32.
-- ``_sparse24_mm_kernel`` (larger M): rebuilds a dense (BLOCK_N, BLOCK_K) W tile in registers —
-  ``W[n, 4g + p] = values[n, 2g] if idx0 == p else values[n, 2g+1] if idx1 == p else 0`` for the
-  4 slots p, interleaved back with ``tl.join`` + ``reshape`` — and feeds it to ``tl.dot`` (fp32
-  accumulation) with a contiguous x tile. Weight bytes read are still halved.
+- ``_sparse24_mm_kernel`` (larger M): per K tile it loads the (BLOCK_N, BLOCK_K/2) stored values
+  once (contiguous), splits them into the first and second value of each group, and for each of
+  the 4 slots p builds ``W_p[n, g] = W[n, 4g + p]`` (the value whose index is p, else 0) and adds
+  ``x[:, p::4] @ W_p.T`` with ``tl.dot`` (fp32 accumulation): four dots of K = BLOCK_K/4, the same
+  tensor-core work as one dense tile, with half the weight bytes. (Interleaving the four slots back
+  into one dense tile with ``tl.join`` + ``reshape`` breaks Triton 3.6's dot-operand pass for
+  large tiles, so the interleaving is done on x's side by strided loads instead.)
 
 Split-K (both kernels): for small M the N/BLOCK_N programs alone cannot fill the GPU, so K is cut
 into ``splits`` ranges of ``k_per_split`` columns (program axis 1); each split writes an fp32
@@ -52,7 +55,7 @@ from slimtorch.sparse.formats import decompress_24, kept_columns, meta_words
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 # Dispatch thresholds — UNMEASURED until a GPU run (python -m slimtorch.sparse.bench).
-GEMV_MAX_M = 4  # M <= this: gather GEMV on CUDA cores; above: dense-tile rebuild + tl.dot
+GEMV_MAX_M = 4  # M <= this: gather GEMV on CUDA cores; above: per-slot tl.dot kernel
 SPLIT_K_MAX_M = 64  # split K only for M <= this
 SPLIT_K_PROGRAMS_PER_SM = 2  # split until (output tiles × splits) reaches this many programs per SM
 SPLIT_K_GRANULE = 512  # dense columns per split: a multiple of every config's K block
@@ -89,7 +92,7 @@ def _mm_config(block_m: int, block_n: int, block_k: int, warps: int, stages: int
     )
 
 
-# BLOCK_K >= 64 so each of the 4 interleaved slots spans >= 16 columns; every dim >= 16 for tl.dot.
+# BLOCK_K >= 64 so each of the 4 slot dots has K = BLOCK_K/4 >= 16; every dim >= 16 for tl.dot.
 MM_CONFIGS = autotune_configs(
     [
         _mm_config(32, 32, 64, 4, 2),
@@ -160,18 +163,10 @@ def _sparse24_gemv_kernel(
 
 
 @triton.jit
-def _dense_tile(vals, idx_first, idx_second, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """(BLOCK_N, BLOCK_K/4) first/second stored values and indices of each group -> the dense
-    (BLOCK_N, BLOCK_K) tile. Indices are ascending within a group (as compress_24 writes), so slot 0
-    can only hold the first value and slot 3 only the second."""
-    v0, v1 = tl.split(tl.reshape(vals, (BLOCK_N, BLOCK_K // 4, 2)))
-    zero = tl.zeros_like(v0)
-    w0 = tl.where(idx_first == 0, v0, zero)
-    w1 = tl.where(idx_first == 1, v0, tl.where(idx_second == 1, v1, zero))
-    w2 = tl.where(idx_first == 2, v0, tl.where(idx_second == 2, v1, zero))
-    w3 = tl.where(idx_second == 3, v1, zero)
-    # join(join(w0, w2), join(w1, w3)) has shape (BLOCK_N, G, 2, 2) with [.., a, b] = w_{2a+b}.
-    return tl.reshape(tl.join(tl.join(w0, w2), tl.join(w1, w3)), (BLOCK_N, BLOCK_K))
+def _slot_weights(v0, v1, idx_first, idx_second, SLOT: tl.constexpr):
+    """(BLOCK_N, G) weights ``W[n, 4g + SLOT]`` from the first/second stored value and index of
+    each group g: the stored value whose index is SLOT, else 0."""
+    return tl.where(idx_first == SLOT, v0, tl.where(idx_second == SLOT, v1, tl.zeros_like(v0)))
 
 
 @triton.autotune(configs=MM_CONFIGS, key=["M", "N", "K"])
@@ -215,17 +210,19 @@ def _sparse24_mm_kernel(
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for it in range(0, tl.cdiv(k_per_split, BLOCK_K)):
         k0 = k_start + it * BLOCK_K  # a multiple of 4: the tile starts on a group
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_rows + offs_k[None, :], mask=m_mask[:, None] & (offs_k < k_end)[None, :], other=0.0)
         offs_v = k0 // 2 + tl.arange(0, BLOCK_K // 2)
         v_mask = n_mask[:, None] & (offs_v < k_end // 2)[None, :]
         vals = tl.load(values_rows + offs_v[None, :], mask=v_mask, other=0.0)
+        v0, v1 = tl.split(tl.reshape(vals, (BLOCK_N, BLOCK_K // 4, 2)))  # 1st / 2nd value of each group
         offs_g = k0 // 4 + tl.arange(0, BLOCK_K // 4)
         g_mask = n_mask[:, None] & (offs_g < k_end // 4)[None, :]
         words = tl.load(meta_rows + (offs_g // 8)[None, :], mask=g_mask, other=0)
         nibble = (words >> ((offs_g % 8) * 4)[None, :]) & 15
-        w = _dense_tile(vals, nibble & 3, nibble >> 2, BLOCK_N, BLOCK_K)
-        acc = dot_acc(x, tl.trans(w), acc, UPCAST)
+        for slot in tl.static_range(4):
+            offs_k = 4 * offs_g + slot  # x columns k0 + slot, k0 + slot + 4, ...
+            x = tl.load(x_rows + offs_k[None, :], mask=m_mask[:, None] & (offs_k < k_end)[None, :], other=0.0)
+            w = _slot_weights(v0, v1, nibble & 3, nibble >> 2, slot)
+            acc = dot_acc(x, tl.trans(w), acc, UPCAST)
     if SPLIT:
         store_partial(acc, offs_m, offs_n, M, N, partial_ptr, split)
     else:
