@@ -18,6 +18,9 @@ import triton.language as tl
 
 from slimtorch.core.activations import apply_activation
 from slimtorch.core.dispatch import interpreter_enabled
+from slimtorch.sparse._interpreter_compat import squeeze_loop_bounds_in_interpreter
+
+squeeze_loop_bounds_in_interpreter()
 
 REDUCE_BLOCK_M = 16
 REDUCE_BLOCK_N = 128
