@@ -1,0 +1,63 @@
+"""The dense math behind every sparse linear op, y = act(x @ W.T + bias), once W is decompressed:
+the reference forward (the ops' CPU path and test oracle) and the backward.
+
+The backward works on the decompressed dense weight: correct and simple, not a fast path
+(fine-tuning a pruned model runs through MaskedSparseLinear, see layers.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from slimtorch.core.activations import activation_reference
+
+
+def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def linear_reference(
+    x: torch.Tensor, dense_weight: torch.Tensor, bias: torch.Tensor | None, activation: str
+) -> torch.Tensor:
+    """``act(x @ W.T + bias)`` accumulated in fp32 (fp64 for fp64 x), returned in x's dtype."""
+    acc_dtype = accumulation_dtype(x)
+    y = torch.nn.functional.linear(
+        x.to(acc_dtype), dense_weight.to(acc_dtype), None if bias is None else bias.to(acc_dtype)
+    )
+    return activation_reference(y, activation).to(x.dtype)
+
+
+def activation_backward(grad_out: torch.Tensor, pre_activation: torch.Tensor, activation: str) -> torch.Tensor:
+    """grad_out · act'(pre_activation), through autograd on the one torch activation definition."""
+    if activation == "none":
+        return grad_out
+    acc_dtype = accumulation_dtype(pre_activation)
+    with torch.enable_grad():
+        z = pre_activation.detach().to(acc_dtype).requires_grad_()
+        (grad,) = torch.autograd.grad(activation_reference(z, activation), z, grad_out.to(acc_dtype))
+    return grad
+
+
+def linear_grads(
+    ctx,
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    dense_weight: torch.Tensor,
+    activation: str,
+    pre_activation: Callable[[], torch.Tensor],
+    *,
+    weight_index: int,
+    bias_index: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """(grad_x in x's dtype, grad of the dense weight (N, K) in the accumulation dtype, grad_bias),
+    each None unless ``ctx.needs_input_grad`` asks for it (x is input 0)."""
+    needs = ctx.needs_input_grad
+    acc_dtype = accumulation_dtype(x)
+    g = grad_out if activation == "none" else activation_backward(grad_out, pre_activation(), activation)
+    g = g.to(acc_dtype)
+    grad_x = (g @ dense_weight.to(acc_dtype)).to(x.dtype) if needs[0] else None
+    grad_w = g.t() @ x.to(acc_dtype) if needs[weight_index] else None
+    grad_bias = g.sum(0).to(x.dtype) if needs[bias_index] else None
+    return grad_x, grad_w, grad_bias

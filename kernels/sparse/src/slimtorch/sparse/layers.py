@@ -1,0 +1,530 @@
+"""Drop-in sparse layers: 2:4 and block-sparse Linear, 1x1 Conv2d as GEMM, masked fine-tuning.
+
+- :class:`SparseLinear24` — 2:4 weight stored as ``values`` (N, K/2) + ``meta`` (N, ceil(K/32))
+  int32 (+ ``perm`` when its input channels were permuted). Backends: ``"auto"`` (Triton kernels
+  on CUDA, the torch reference on CPU; with ``SLIMTORCH_SPARSE_MMA_SP=1`` set when the layer is
+  built, the CUDA ``mma.sp`` kernel for M >= MMA_SP_MIN_M), ``"triton"``, ``"cuda_mma_sp"``
+  (opt-in, not yet GPU-verified) and ``"torch"`` (``torch.sparse.to_sparse_semi_structured``,
+  CUDA only).
+- :class:`BlockSparseLinear` — BSR weight (``crow_indices``, ``col_indices``, ``values``).
+- :class:`PointwiseConv2d` — a 1x1 Conv2d (groups=1, no padding, any stride) run by one of the
+  above over the pixels in channels-last order: ``y[b, :, h, w] = gemm(x[b, :, s·h, s·w])``.
+- :class:`MaskedSparseLinear` — for fine-tuning: a dense weight times a 2:4 mask, so gradients
+  reach the kept weights only; with ``sr_ste=True`` the mask is recomputed from the dense weights
+  every forward and pruned weights get the SR-STE gradient ``g + λ·(1 − mask)·w`` (Zhou et al.,
+  "Learning N:M Fine-grained Structured Sparse Neural Networks From Scratch", ICLR 2021).
+  ``to_sparse()`` gives the fast :class:`SparseLinear24`.
+
+Every layer's state_dict holds only its compressed form and round-trips exactly; shapes that
+depend on the data (the permutation, the number of stored blocks) follow the loaded state_dict.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimtorch.core.activations import ACTIVATIONS, activation_reference
+from slimtorch.core.checks import check_choice, check_divisible, check_tensor
+from slimtorch.sparse.bsr import bsr_mm
+from slimtorch.sparse.formats import (
+    check_block_size,
+    check_bsr_structure,
+    compress_24,
+    decompress_24,
+    from_bsr,
+    invert_permutation,
+    is_24_sparse,
+    pack_meta,
+    permute_for_24,
+    prune_24,
+    prune_blocks,
+    retained_magnitude,
+    to_bsr,
+    to_mma_sp_metadata,
+    top2_mask,
+)
+from slimtorch.sparse.mma_sp import MMA_SP_DTYPES, sparse24_mm_sp
+from slimtorch.sparse.sparse24 import sparse24_mm
+
+BACKENDS_24: tuple[str, ...] = ("auto", "triton", "cuda_mma_sp", "torch")
+MMA_SP_ENV = "SLIMTORCH_SPARSE_MMA_SP"
+MMA_SP_MIN_M = 256  # UNMEASURED: with SLIMTORCH_SPARSE_MMA_SP=1, "auto" uses mma.sp on CUDA for M >= this
+
+
+def _linear_input(x: torch.Tensor, in_features: int) -> torch.Tensor:
+    if x.dim() == 0 or x.shape[-1] != in_features:
+        raise ValueError(f"x: expected shape (*, {in_features}), got {tuple(x.shape)}")
+    return x.reshape(-1, in_features)
+
+
+def _adopt_incoming_shapes(
+    module: nn.Module, state_dict: dict, prefix: str, names: tuple[str, ...], *, optional: bool = False
+) -> None:
+    """Before loading: give data-dependent tensors (nnz, permutation) the incoming shapes and
+    create them when the state_dict has them and the module does not; ``optional`` buffers the
+    state_dict lacks are dropped. Dtypes stay the module's; the device is that of ``values``."""
+    for name in names:
+        current = getattr(module, name)
+        incoming = state_dict.get(prefix + name)
+        if incoming is None:
+            if optional and current is not None:
+                module._buffers[name] = None
+            continue
+        if current is not None and current.shape == incoming.shape:
+            continue
+        device = current.device if current is not None else module.values.device
+        dtype = current.dtype if current is not None else incoming.dtype
+        fresh = torch.empty(incoming.shape, dtype=dtype, device=device)
+        if isinstance(current, nn.Parameter):
+            setattr(module, name, nn.Parameter(fresh, requires_grad=current.requires_grad))
+        else:
+            module._buffers[name] = fresh
+
+
+def _copy_linear_bias(layer: nn.Module, linear: nn.Linear) -> None:
+    if linear.bias is not None:
+        layer.bias.data.copy_(linear.bias.detach())
+
+
+def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    linear = nn.Linear(
+        weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+    return linear
+
+
+def _check_mask_24(mask: torch.Tensor, weight: torch.Tensor) -> None:
+    check_tensor(mask, "mask", shape=tuple(weight.shape), dtype=torch.bool)
+    if not is_24_sparse(mask):
+        raise ValueError("mask: expected a 2:4 mask (at most 2 True in every 4 consecutive columns)")
+
+
+# ----------------------------------------------------------------------------- 2:4
+
+
+class _CompressedLinear(nn.Module):
+    """What the compressed Linear layers share: features, bias, activation, the (*, K) -> (*, N)
+    reshaping around ``_matmul`` (2-d x), the stored-weight count and the repr."""
+
+    def __init__(self, in_features, out_features, bias, activation, device, dtype):
+        super().__init__()
+        check_choice(activation, "activation", ACTIVATIONS)
+        self.in_features, self.out_features, self.activation = in_features, out_features, activation
+        if bias:
+            self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._matmul(_linear_input(x, self.in_features))
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def compressed_num_params(self) -> int:
+        return self.values.numel() + (0 if self.bias is None else self.bias.numel())
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"activation={self.activation}"
+        )
+
+
+class SparseLinear24(_CompressedLinear):
+    """``y = act(x @ W.T + bias)`` with a 2:4 sparse W (N, K) stored compressed."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        activation: str = "none",
+        permuted: bool = False,
+        backend: str = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        check_divisible(in_features, 4, "in_features")
+        check_choice(backend, "backend", BACKENDS_24)
+        super().__init__(in_features, out_features, bias, activation, device, dtype)
+        self.backend = backend
+        # Read once, when the layer is built (a plain attribute keeps torch.compile graphs static).
+        self.auto_mma_sp = os.environ.get(MMA_SP_ENV, "") == "1"
+        self.values = nn.Parameter(torch.zeros(out_features, in_features // 2, device=device, dtype=dtype))
+        # Default structure: every group keeps slots (0, 1).
+        first_slots = torch.tensor([0, 1], device=device).repeat(out_features, in_features // 4)
+        self.register_buffer("meta", pack_meta(first_slots))
+        self.register_buffer("perm", torch.arange(in_features, device=device) if permuted else None)
+        self.register_buffer("meta_mma", None, persistent=False)  # cache for the mma.sp backend
+        self._torch_weight = None  # cache for the "torch" backend (a SparseSemiStructuredTensor)
+        self.retained_gain: float | None = None  # magnitude kept thanks to the permutation, if any
+
+    @classmethod
+    def from_dense(
+        cls,
+        linear: nn.Linear,
+        mask: torch.Tensor | None = None,
+        permute: bool = False,
+        *,
+        activation: str = "none",
+        backend: str = "auto",
+    ) -> SparseLinear24:
+        """Prune ``linear`` 2:4 (``mask``, or the 2 largest |w| of each group) and compress it.
+
+        ``permute=True`` first searches an input-channel permutation that keeps more magnitude
+        (:func:`~slimtorch.sparse.formats.permute_for_24`); the layer then gathers x's columns by
+        it, so outputs equal ``x @ (W·mask).T`` for the permuted mask. ``retained_gain`` records
+        the relative gain in kept magnitude. A given ``mask`` is in the original column order.
+        """
+        weight = linear.weight.detach()
+        check_tensor(weight, "linear.weight", ndim=2)
+        check_divisible(weight.shape[1], 4, "linear.in_features")
+        if mask is not None:
+            check_tensor(mask, "mask", shape=tuple(weight.shape), dtype=torch.bool)
+        perm = permute_for_24(weight) if permute else None
+        permuted = weight if perm is None else weight[:, perm]
+        if mask is None:
+            mask = prune_24(permuted)
+        else:
+            mask = mask if perm is None else mask[:, perm]
+            _check_mask_24(mask, permuted)
+        values, meta = compress_24(permuted * mask)
+        layer = cls(
+            weight.shape[1],
+            weight.shape[0],
+            bias=linear.bias is not None,
+            activation=activation,
+            permuted=perm is not None,
+            backend=backend,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        with torch.no_grad():
+            layer.values.copy_(values)
+            layer.meta.copy_(meta)
+            _copy_linear_bias(layer, linear)
+            if perm is not None:
+                layer.perm.copy_(perm)
+                layer.retained_gain = retained_magnitude(weight, perm) / max(retained_magnitude(weight), 1e-30) - 1
+        return layer
+
+    def to_dense(self) -> nn.Linear:
+        """The equivalent nn.Linear (pruned weights are zeros; columns back in input order)."""
+        weight = decompress_24(self.values.detach(), self.meta)
+        if self.perm is not None:
+            weight = weight[:, invert_permutation(self.perm)]
+        return _dense_linear(weight, None if self.bias is None else self.bias.detach())
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self.perm is not None:
+            x = x.index_select(1, self.perm)
+        backend = self._backend_for(x)
+        if backend == "torch":
+            return self._torch_semi_structured(x)
+        if backend == "cuda_mma_sp":
+            return sparse24_mm_sp(x, self.values, self._mma_meta(), self.bias, self.activation)
+        return sparse24_mm(x, self.values, self.meta, self.bias, self.activation)
+
+    def _backend_for(self, x: torch.Tensor) -> str:
+        if self.backend != "auto":
+            return self.backend
+        if (
+            self.auto_mma_sp
+            and x.is_cuda
+            and x.dtype in MMA_SP_DTYPES
+            and self.in_features % 32 == 0
+            and x.shape[0] >= MMA_SP_MIN_M
+        ):
+            return "cuda_mma_sp"
+        return "triton"
+
+    def _mma_meta(self) -> torch.Tensor:
+        if self.meta_mma is None or self.meta_mma.device != self.meta.device:
+            self.meta_mma = to_mma_sp_metadata(self.meta)
+        return self.meta_mma
+
+    def _torch_semi_structured(self, x: torch.Tensor) -> torch.Tensor:
+        if not x.is_cuda:
+            raise ValueError(
+                f"backend 'torch': torch's to_sparse_semi_structured needs CUDA tensors, got x on {x.device}"
+            )
+        cached = self._torch_weight
+        if cached is None or cached.device != x.device or cached.dtype != self.values.dtype:
+            from torch.sparse import to_sparse_semi_structured
+
+            cached = to_sparse_semi_structured(decompress_24(self.values.detach(), self.meta))
+            self._torch_weight = cached
+        y = F.linear(x, cached, self.bias)
+        return y if self.activation == "none" else activation_reference(y, self.activation)
+
+    def invalidate_caches(self) -> None:
+        """Drop the derived weights of the mma.sp / torch backends (call after editing values/meta)."""
+        self.meta_mma = None
+        self._torch_weight = None
+
+    def _apply(self, fn, recurse=True):
+        self._torch_weight = None
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _adopt_incoming_shapes(self, state_dict, prefix, ("perm",), optional=True)
+        self.invalidate_caches()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", permuted={self.perm is not None}, backend={self.backend}"
+
+
+class _SRSTEMask(torch.autograd.Function):
+    """forward: w ⊙ mask; backward: g + λ·(1 − mask) ⊙ w (SR-STE: the straight-through gradient
+    plus a decay that pulls pruned weights towards zero)."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor, mask: torch.Tensor, decay: float) -> torch.Tensor:
+        ctx.save_for_backward(weight, mask)
+        ctx.decay = decay
+        return weight * mask
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        weight, mask = ctx.saved_tensors
+        return grad + ctx.decay * (~mask) * weight, None, None
+
+
+class MaskedSparseLinear(nn.Linear):
+    """A dense Linear whose weight is used through a 2:4 mask: the model to fine-tune after pruning.
+
+    Fixed mask (default): ``y = x @ (W ⊙ mask).T + b``; pruned weights start at zero and get zero
+    gradients, so they stay zero under any optimizer. ``sr_ste=True``: the mask is recomputed from
+    |W| every forward and W's gradient is ``g + sr_ste_lambda · (1 − mask) ⊙ W`` (g: gradient of
+    the masked weight), letting the pattern change during training.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        sr_ste: bool = False,
+        sr_ste_lambda: float = 2e-4,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        check_divisible(in_features, 4, "in_features")
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.sr_ste, self.sr_ste_lambda = sr_ste, sr_ste_lambda
+        self.register_buffer("mask", top2_mask(self.weight))
+
+    @classmethod
+    def from_dense(
+        cls, linear: nn.Linear, mask: torch.Tensor | None = None, *, sr_ste: bool = False, sr_ste_lambda: float = 2e-4
+    ) -> MaskedSparseLinear:
+        weight = linear.weight.detach()
+        layer = cls(
+            weight.shape[1],
+            weight.shape[0],
+            bias=linear.bias is not None,
+            sr_ste=sr_ste,
+            sr_ste_lambda=sr_ste_lambda,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        if mask is None:
+            mask = prune_24(weight)
+        _check_mask_24(mask, weight)
+        with torch.no_grad():
+            layer.mask.copy_(mask)
+            layer.weight.copy_(weight if sr_ste else weight * mask)
+            _copy_linear_bias(layer, linear)
+        return layer
+
+    def masked_weight(self) -> torch.Tensor:
+        if not self.sr_ste:
+            return self.weight * self.mask
+        with torch.no_grad():
+            self.mask.copy_(top2_mask(self.weight))
+        return _SRSTEMask.apply(self.weight, self.mask, self.sr_ste_lambda)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight(), self.bias)
+
+    def to_sparse(self, *, activation: str = "none", backend: str = "auto") -> SparseLinear24:
+        """The fast layer for inference, with the current mask."""
+        mask = top2_mask(self.weight) if self.sr_ste else self.mask
+        linear = _dense_linear(self.weight.detach() * mask, None if self.bias is None else self.bias.detach())
+        return SparseLinear24.from_dense(linear, mask=mask, activation=activation, backend=backend)
+
+    def compressed_num_params(self) -> int:
+        return int(self.mask.sum()) + (0 if self.bias is None else self.bias.numel())
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", sr_ste={self.sr_ste}"
+
+
+# ----------------------------------------------------------------------------- block-sparse
+
+
+class BlockSparseLinear(_CompressedLinear):
+    """``y = act(x @ W.T + bias)`` with W (N, K) stored as BSR blocks of ``block_size``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        block_size: int = 32,
+        block_mask: torch.Tensor | None = None,
+        activation: str = "none",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ):
+        """A zero weight with the structure ``block_mask`` ((N/bs, K/bs) bool; default: every block)."""
+        check_block_size(block_size, out_features, in_features, "the weight")
+        super().__init__(in_features, out_features, bias, activation, device, dtype)
+        self.block_size = block_size
+        grid = (out_features // block_size, in_features // block_size)
+        if block_mask is None:
+            block_mask = torch.ones(grid, dtype=torch.bool, device=device)
+        check_tensor(block_mask, "block_mask", shape=grid, dtype=torch.bool)
+        zeros = torch.zeros(out_features, in_features, device=device, dtype=dtype)
+        crow, col, values = to_bsr(zeros, block_mask.to(zeros.device))
+        self.register_buffer("crow_indices", crow)
+        self.register_buffer("col_indices", col)
+        self.values = nn.Parameter(values)
+
+    @classmethod
+    def from_dense(
+        cls,
+        linear: nn.Linear,
+        block_size: int = 32,
+        density: float = 0.5,
+        *,
+        block_mask: torch.Tensor | None = None,
+        activation: str = "none",
+    ) -> BlockSparseLinear:
+        """Keep the ``ceil(density · blocks)`` blocks of largest L2 norm (or ``block_mask``)."""
+        weight = linear.weight.detach()
+        check_tensor(weight, "linear.weight", ndim=2)
+        if block_mask is None:
+            block_mask = prune_blocks(weight, block_size, density)
+        layer = cls(
+            weight.shape[1],
+            weight.shape[0],
+            bias=linear.bias is not None,
+            block_size=block_size,
+            block_mask=block_mask,
+            activation=activation,
+            device=weight.device,
+            dtype=weight.dtype,
+        )
+        _, _, values = to_bsr(weight, block_mask)
+        with torch.no_grad():
+            layer.values.copy_(values)
+            _copy_linear_bias(layer, linear)
+        return layer
+
+    @property
+    def density(self) -> float:
+        blocks = (self.out_features // self.block_size) * (self.in_features // self.block_size)
+        return self.values.shape[0] / blocks
+
+    def to_dense(self) -> nn.Linear:
+        weight = from_bsr(
+            self.crow_indices, self.col_indices, self.values.detach(), self.out_features, self.in_features
+        )
+        return _dense_linear(weight, None if self.bias is None else self.bias.detach())
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return bsr_mm(x, self.crow_indices, self.col_indices, self.values, self.bias, self.activation)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        _adopt_incoming_shapes(self, state_dict, prefix, ("col_indices", "values"))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        check_bsr_structure(
+            self.crow_indices,
+            self.col_indices,
+            self.out_features // self.block_size,
+            self.in_features // self.block_size,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", block_size={self.block_size}, density={self.density:.3f}"
+
+
+# ----------------------------------------------------------------------------- 1x1 convolutions
+
+
+def conv_as_linear(conv: nn.Conv2d) -> nn.Linear:
+    """The nn.Linear (out_channels × in_channels) of a 1x1, groups=1 convolution."""
+    if not PointwiseConv2d.convertible(conv):
+        raise ValueError(f"conv: expected a 1x1 Conv2d with groups=1, padding 0 and zeros padding mode, got {conv}")
+    return _dense_linear(conv.weight.detach()[:, :, 0, 0], None if conv.bias is None else conv.bias.detach())
+
+
+class PointwiseConv2d(nn.Module):
+    """A 1x1 Conv2d computed by a GEMM module (any of the Linear layers here) over NHWC pixels.
+
+    NCHW input is viewed channels-last (a copy unless it already is channels_last), strided by
+    the conv's stride, multiplied as (B·H·W, C) @ W.T, and returned as an NCHW-shaped tensor in
+    channels_last memory format (what the next 1x1 conv wants).
+    """
+
+    def __init__(self, gemm: nn.Module, stride: tuple[int, int] = (1, 1)):
+        super().__init__()
+        self.gemm = gemm
+        self.stride = tuple(stride)
+
+    @staticmethod
+    def convertible(conv: nn.Module) -> bool:
+        return (
+            isinstance(conv, nn.Conv2d)
+            and conv.kernel_size == (1, 1)
+            and conv.groups == 1
+            and conv.padding in ((0, 0), "valid")
+            and conv.padding_mode == "zeros"
+        )
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, to_gemm: Callable[[nn.Linear], nn.Module]) -> PointwiseConv2d:
+        """E.g. ``PointwiseConv2d.from_dense(conv, SparseLinear24.from_dense)``."""
+        return cls(to_gemm(conv_as_linear(conv)), conv.stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"x: expected an NCHW 4-d tensor, got shape {tuple(x.shape)}")
+        if self.stride != (1, 1):
+            x = x[:, :, :: self.stride[0], :: self.stride[1]]
+        b, _, h, w = x.shape
+        y = self.gemm(x.permute(0, 2, 3, 1))
+        return y.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+    def to_dense(self) -> nn.Conv2d:
+        linear = self.gemm.to_dense()
+        conv = nn.Conv2d(
+            linear.in_features,
+            linear.out_features,
+            1,
+            stride=self.stride,
+            bias=linear.bias is not None,
+            device=linear.weight.device,
+            dtype=linear.weight.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(linear.weight[:, :, None, None])
+            if linear.bias is not None:
+                conv.bias.copy_(linear.bias)
+        return conv

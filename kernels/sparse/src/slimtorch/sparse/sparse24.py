@@ -1,0 +1,373 @@
+"""2:4 semi-structured sparse weight × dense activations, Triton: ``y = act(x @ W.T + bias)``.
+
+W (N, K) is stored compressed (see :mod:`slimtorch.sparse.formats`): ``values`` (N, K/2) and
+``meta`` (N, ceil(K/32)) int32 holding the 2-bit in-group index of every value, so
+
+    y[m, n] = Σ_j values[n, j] · x[m, 4·(j // 2) + idx[n, j]]        (j over the K/2 stored values)
+
+Only half of W's bytes plus 1/16 of them in metadata are read: ~1.78x less than a dense fp16
+weight, which is the whole gain in the memory-bound regime (small M). Triton cannot issue sparse
+tensor-core MMAs (``mma.sp``); that compute-bound path is the CUDA kernel in :mod:`.mma_sp`.
+
+Two kernels, chosen in the launcher by M (thresholds unmeasured until a GPU run):
+
+- ``_sparse24_gemv_kernel`` (M <= GEMV_MAX_M): no dense tile at all. Each program owns BLOCK_N
+  output features and walks its share of the stored values; for each value it gathers the x
+  elements its index points at (x is tiny and stays in L1) and accumulates on CUDA cores in fp32.
+- ``_sparse24_mm_kernel`` (larger M): per K tile it loads the (BLOCK_N, BLOCK_K/2) stored values
+  once (contiguous), splits them into the first and second value of each group, and for each of
+  the 4 slots p builds ``W_p[n, g] = W[n, 4g + p]`` (the value whose index is p, else 0) and adds
+  ``x[:, p::4] @ W_p.T`` with ``tl.dot`` (fp32 accumulation): four dots of K = BLOCK_K/4, the same
+  tensor-core work as one dense tile, with half the weight bytes. (Interleaving the four slots back
+  into one dense tile with ``tl.join`` + ``reshape`` breaks Triton 3.6's dot-operand pass for
+  large tiles, so the interleaving is done on x's side by strided loads instead.)
+
+Split-K (both kernels): for small M the N/BLOCK_N programs alone cannot fill the GPU, so K is cut
+into ``splits`` ranges of ``k_per_split`` columns (program axis 1); each split writes an fp32
+partial and a second kernel sums them in order (deterministic), adds bias, applies the activation
+and casts (:mod:`._common`). Without split-K the epilogue is fused in the matmul kernel.
+
+Paper: Mishra et al., "Accelerating Sparse Deep Neural Networks" (NVIDIA, arXiv:2104.08378).
+"""
+
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from slimtorch.core.activations import ACTIVATIONS
+from slimtorch.core.checks import check_choice, check_divisible, check_same_device, check_tensor
+from slimtorch.core.dispatch import empty_output
+from slimtorch.core.library import kernel_op
+from slimtorch.core.tuning import autotune_configs
+from slimtorch.sparse._common import (
+    dot_acc,
+    grouped_tile,
+    splitk_reduce,
+    store_output,
+    store_partial,
+    upcast_dot_operands,
+)
+from slimtorch.sparse._linear import linear_grads, linear_reference
+from slimtorch.sparse.formats import decompress_24, kept_columns, meta_words
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+# Dispatch thresholds — UNMEASURED until a GPU run (python -m slimtorch.sparse.bench).
+GEMV_MAX_M = 4  # M <= this: gather GEMV on CUDA cores; above: per-slot tl.dot kernel
+SPLIT_K_MAX_M = 64  # split K only for M <= this
+SPLIT_K_PROGRAMS_PER_SM = 2  # split until (output tiles × splits) reaches this many programs per SM
+SPLIT_K_GRANULE = 512  # dense columns per split: a multiple of every config's K block
+SPLIT_K_MAX_SPLITS = 16
+SPLIT_K_MAX_PARTIAL_BYTES_RATIO = 0.25  # fp32 partial traffic <= this fraction of the weight bytes
+TILES_ASSUMED_N = 64  # output features per program assumed when sizing the grid (configs vary)
+
+# ----------------------------------------------------------------------------- autotune configs
+
+
+def _gemv_config(block_n: int, block_v: int, warps: int) -> triton.Config:
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_V": block_v}, num_warps=warps, num_stages=2)
+
+
+# BLOCK_M (<= GEMV_MAX_M = 4) × BLOCK_N × BLOCK_V stays <= 32K gathered elements per program.
+GEMV_CONFIGS = autotune_configs(
+    [
+        _gemv_config(32, 64, 4),
+        _gemv_config(32, 128, 4),
+        _gemv_config(64, 64, 4),
+        _gemv_config(16, 256, 4),
+        _gemv_config(64, 128, 8),
+        _gemv_config(128, 64, 8),
+        _gemv_config(32, 256, 8),
+    ]
+)
+
+
+def _mm_config(block_m: int, block_n: int, block_k: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config(
+        {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k, "GROUP_M": 8},
+        num_warps=warps,
+        num_stages=stages,
+    )
+
+
+# BLOCK_K >= 64 so each of the 4 slot dots has K = BLOCK_K/4 >= 16; every dim >= 16 for tl.dot.
+MM_CONFIGS = autotune_configs(
+    [
+        _mm_config(32, 32, 64, 4, 2),
+        _mm_config(16, 64, 128, 4, 3),
+        _mm_config(32, 64, 128, 4, 3),
+        _mm_config(64, 64, 64, 4, 4),
+        _mm_config(64, 128, 64, 4, 3),
+        _mm_config(128, 64, 64, 4, 3),
+        _mm_config(128, 128, 64, 8, 3),
+        _mm_config(128, 256, 64, 8, 3),
+    ]
+)
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@triton.autotune(configs=GEMV_CONFIGS, key=["M", "N", "K"])
+@triton.jit
+def _sparse24_gemv_kernel(
+    x_ptr,
+    values_ptr,
+    meta_ptr,
+    bias_ptr,
+    out_ptr,
+    partial_ptr,
+    M,
+    N,
+    K,
+    k_per_split,
+    stride_xm,
+    stride_vn,
+    stride_meta_n,
+    stride_om,
+    HAS_BIAS: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_V: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    values_rows = values_ptr + offs_n.to(tl.int64)[:, None] * stride_vn
+    meta_rows = meta_ptr + offs_n.to(tl.int64)[:, None] * stride_meta_n
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None, None] * stride_xm
+    # This split owns stored values [v_start, v_end) = dense columns [2·v_start, 2·v_end).
+    v_start = split * (k_per_split // 2)
+    v_end = tl.minimum(v_start + k_per_split // 2, K // 2)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for it in range(0, tl.cdiv(k_per_split, 2 * BLOCK_V)):
+        offs_v = v_start + it * BLOCK_V + tl.arange(0, BLOCK_V)
+        w_mask = n_mask[:, None] & (offs_v < v_end)[None, :]
+        vals = tl.load(values_rows + offs_v[None, :], mask=w_mask, other=0.0).to(tl.float32)
+        words = tl.load(meta_rows + (offs_v // 16)[None, :], mask=w_mask, other=0)
+        idx = (words >> ((offs_v % 16) * 2)[None, :]) & 3
+        cols = ((offs_v // 2) * 4)[None, :] + idx  # (BLOCK_N, BLOCK_V) dense column of each value
+        x_mask = m_mask[:, None, None] & w_mask[None, :, :]
+        xg = tl.load(x_rows + cols[None, :, :], mask=x_mask, other=0.0).to(tl.float32)
+        acc += tl.sum(xg * vals[None, :, :], axis=2)
+    if SPLIT:
+        store_partial(acc, offs_m, offs_n, M, N, partial_ptr, split)
+    else:
+        store_output(acc, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, HAS_BIAS, ACTIVATION)
+
+
+@triton.jit
+def _slot_weights(v0, v1, idx_first, idx_second, SLOT: tl.constexpr):
+    """(BLOCK_N, G) weights ``W[n, 4g + SLOT]`` from the first/second stored value and index of
+    each group g: the stored value whose index is SLOT, else 0."""
+    return tl.where(idx_first == SLOT, v0, tl.where(idx_second == SLOT, v1, tl.zeros_like(v0)))
+
+
+@triton.autotune(configs=MM_CONFIGS, key=["M", "N", "K"])
+@triton.jit
+def _sparse24_mm_kernel(
+    x_ptr,
+    values_ptr,
+    meta_ptr,
+    bias_ptr,
+    out_ptr,
+    partial_ptr,
+    M,
+    N,
+    K,
+    k_per_split,
+    stride_xm,
+    stride_vn,
+    stride_meta_n,
+    stride_om,
+    HAS_BIAS: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+    SPLIT: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    split = tl.program_id(1)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
+    values_rows = values_ptr + offs_n.to(tl.int64)[:, None] * stride_vn
+    meta_rows = meta_ptr + offs_n.to(tl.int64)[:, None] * stride_meta_n
+    k_start = split * k_per_split
+    k_end = tl.minimum(k_start + k_per_split, K)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for it in range(0, tl.cdiv(k_per_split, BLOCK_K)):
+        k0 = k_start + it * BLOCK_K  # a multiple of 4: the tile starts on a group
+        offs_v = k0 // 2 + tl.arange(0, BLOCK_K // 2)
+        v_mask = n_mask[:, None] & (offs_v < k_end // 2)[None, :]
+        vals = tl.load(values_rows + offs_v[None, :], mask=v_mask, other=0.0)
+        v0, v1 = tl.split(tl.reshape(vals, (BLOCK_N, BLOCK_K // 4, 2)))  # 1st / 2nd value of each group
+        offs_g = k0 // 4 + tl.arange(0, BLOCK_K // 4)
+        g_mask = n_mask[:, None] & (offs_g < k_end // 4)[None, :]
+        words = tl.load(meta_rows + (offs_g // 8)[None, :], mask=g_mask, other=0)
+        nibble = (words >> ((offs_g % 8) * 4)[None, :]) & 15
+        for slot in tl.static_range(4):
+            offs_k = 4 * offs_g + slot  # x columns k0 + slot, k0 + slot + 4, ...
+            x = tl.load(x_rows + offs_k[None, :], mask=m_mask[:, None] & (offs_k < k_end)[None, :], other=0.0)
+            w = _slot_weights(v0, v1, nibble & 3, nibble >> 2, slot)
+            acc = dot_acc(x, tl.trans(w), acc, UPCAST)
+    if SPLIT:
+        store_partial(acc, offs_m, offs_n, M, N, partial_ptr, split)
+    else:
+        store_output(acc, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, HAS_BIAS, ACTIVATION)
+
+
+# ----------------------------------------------------------------------------- checks and launcher
+
+
+def check_sparse24_operands(
+    x: torch.Tensor, values: torch.Tensor, bias: Optional[torch.Tensor], activation: str, *, dtypes=SUPPORTED_DTYPES
+) -> tuple[int, int, int]:
+    """Checks shared by every 2:4 op: x (M, K), values (N, K/2), bias (N,); returns (M, N, K)."""
+    check_tensor(x, "x", ndim=2, dtype=dtypes)
+    m, k = x.shape
+    check_divisible(k, 4, "x.shape[1] (K)")
+    check_tensor(values, "values", ndim=2, dtype=x.dtype)
+    n = values.shape[0]
+    if 2 * values.shape[1] != k:
+        raise ValueError(f"values: expected shape (N, K/2) = (*, {k // 2}) for x with K={k}, got {tuple(values.shape)}")
+    if bias is not None:
+        check_tensor(bias, "bias", shape=(n,), dtype=x.dtype)
+    check_choice(activation, "activation", ACTIVATIONS)
+    check_same_device(x=x, values=values, bias=bias)
+    return m, n, k
+
+
+def _check_sparse24_mm(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    meta: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: str = "none",
+    split_k: int = 0,
+) -> None:
+    _, n, k = check_sparse24_operands(x, values, bias, activation)
+    check_tensor(meta, "meta", shape=(n, meta_words(k)), dtype=torch.int32)
+    check_same_device(x=x, meta=meta)
+    if split_k < 0:
+        raise ValueError(f"split_k: expected 0 (automatic) or a positive number of splits, got {split_k}")
+
+
+def _auto_splits(m: int, n: int, k: int, device: torch.device, weight_bytes: float) -> int:
+    """Splits that fill the GPU for small M without letting fp32 partials cost much traffic."""
+    if m > SPLIT_K_MAX_M or device.type != "cuda":
+        return 1
+    tiles = triton.cdiv(n, TILES_ASSUMED_N)
+    wanted = triton.cdiv(
+        SPLIT_K_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count, tiles
+    )
+    by_traffic = int(SPLIT_K_MAX_PARTIAL_BYTES_RATIO * weight_bytes // (8 * m * n))
+    return max(1, min(wanted, by_traffic, SPLIT_K_MAX_SPLITS, k // SPLIT_K_GRANULE))
+
+
+def _split_plan(k: int, splits: int, granule: int) -> tuple[int, int]:
+    """(k_per_split, splits): ranges of a multiple of ``granule`` columns, none of them empty."""
+    k_per_split = triton.cdiv(triton.cdiv(k, splits), granule) * granule
+    return k_per_split, triton.cdiv(k, k_per_split)
+
+
+@kernel_op("slimtorch::sparse24_mm", reference="sparse24_mm_reference", check=_check_sparse24_mm)
+def sparse24_mm(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    meta: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: str = "none",
+    split_k: int = 0,
+) -> torch.Tensor:
+    """``act(x @ W.T + bias)`` for a 2:4 weight W given as (values, meta); x (M, K) -> (M, N).
+
+    ``split_k``: 0 chooses by shape (split only for small M on a GPU); n >= 1 asks for n ranges
+    of K (rounded to multiples of 32 columns).
+    """
+    x = x if x.stride(-1) == 1 else x.contiguous()
+    values, meta = values.contiguous(), meta.contiguous()
+    m, k = x.shape
+    n = values.shape[0]
+    out = empty_output((m, n), dtype=x.dtype, device=x.device)
+    if m == 0 or n == 0:
+        return out
+    if split_k == 0:
+        weight_bytes = values.numel() * values.element_size() + meta.numel() * 4
+        k_per_split, splits = _split_plan(k, _auto_splits(m, n, k, x.device, weight_bytes), SPLIT_K_GRANULE)
+    else:
+        k_per_split, splits = _split_plan(k, split_k, 32)
+    split = splits > 1
+    partial = torch.empty((splits, m, n), dtype=torch.float32, device=x.device) if split else out
+    args = (x, values, meta, bias if bias is not None else out, out, partial, m, n, k, k_per_split)
+    strides = (x.stride(0), values.stride(0), meta.stride(0), out.stride(0))
+    flags = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT=split)
+    if m <= GEMV_MAX_M:
+        grid = lambda meta_: (triton.cdiv(n, meta_["BLOCK_N"]), splits)
+        _sparse24_gemv_kernel[grid](*args, *strides, **flags, BLOCK_M=triton.next_power_of_2(m))
+    else:
+        grid = lambda meta_: (triton.cdiv(m, meta_["BLOCK_M"]) * triton.cdiv(n, meta_["BLOCK_N"]), splits)
+        _sparse24_mm_kernel[grid](*args, *strides, **flags, UPCAST=upcast_dot_operands(x.dtype))
+    if split:
+        splitk_reduce(partial, bias, out, activation)
+    return out
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, values, meta, bias, activation, split_k = inputs
+    ctx.save_for_backward(x, values, meta, bias)
+    ctx.activation, ctx.split_k = activation, split_k
+
+
+def linear24_backward(ctx, grad_out, x, values, meta, bias, pre_activation):
+    """(grad_x, grad_values, grad_bias) of ``act(x @ W.T + bias)``: grad_x = g @ W,
+    grad_values = (g.T @ x) at the kept positions, grad_bias = Σ_m g, g = grad_out · act'(pre-act)
+    (``pre_activation()`` recomputes it). W is decompressed to dense: not a fast path."""
+    dense = decompress_24(values, meta)
+    grad_x, grad_w, grad_bias = linear_grads(
+        ctx, grad_out, x, dense, ctx.activation, pre_activation, weight_index=1, bias_index=3
+    )
+    grad_values = None
+    if grad_w is not None:
+        grad_values = torch.gather(grad_w, 1, kept_columns(meta, values.shape[1])).to(values.dtype)
+    return grad_x, grad_values, grad_bias
+
+
+def _backward(ctx, grad_out):
+    x, values, meta, bias = ctx.saved_tensors
+    pre_activation = lambda: sparse24_mm(x, values, meta, bias, "none", ctx.split_k)
+    grad_x, grad_values, grad_bias = linear24_backward(ctx, grad_out, x, values, meta, bias, pre_activation)
+    return grad_x, grad_values, None, grad_bias, None, None
+
+
+sparse24_mm.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def sparse24_mm_reference(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    meta: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    activation: str = "none",
+    split_k: int = 0,
+) -> torch.Tensor:
+    """Pure torch: decompress W, ``act(x @ W.T + bias)`` accumulated in fp32 (fp64 for fp64 x)."""
+    return linear_reference(x, decompress_24(values, meta), bias, activation)
