@@ -61,10 +61,11 @@ def check_shift_kernel(kernel_size: int) -> int:
     return kernel_size
 
 
-def grouped_shift(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """The grouped shift of the module docstring: one zero-pad, then one slice per group."""
+def grouped_shift(x: torch.Tensor, kernel_size: int, channels: int) -> torch.Tensor:
+    """The grouped shift of the module docstring on ``x`` with ``channels`` channels: one
+    zero-pad, then one slice per group (``channels`` is static: tracers see plain ints)."""
     k, r = kernel_size, kernel_size // 2
-    group = x.shape[1] // (k * k)
+    group = channels // (k * k)
     if group == 0:
         return x.clone()
     height, width = x.shape[-2:]
@@ -88,7 +89,7 @@ class Shift2d(nn.Module):
         self.kernel_size = check_shift_kernel(kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return grouped_shift(x, self.kernel_size)
+        return grouped_shift(x, self.kernel_size, self.channels)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, kernel_size={self.kernel_size}"
@@ -103,4 +104,4 @@ class ShiftConv2d(nn.Conv2d):
         self.shift_kernel_size = check_shift_kernel(kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(grouped_shift(x, self.shift_kernel_size))
+        return super().forward(grouped_shift(x, self.shift_kernel_size, self.in_channels))

@@ -79,13 +79,14 @@ def convert_state_dict(
     prefix_map = model.source_prefix_map(source, dict(state_dict))
     target = model.state_dict()
     converted: dict[str, torch.Tensor] = {}
-    unexpected, mismatched = [], []
+    unexpected, mismatched, claimed = [], [], set()
     for key, value in state_dict.items():
         prefix, _, leaf = key.rpartition(".")
         new_key = f"{prefix_map[prefix]}.{leaf}" if prefix in prefix_map else None
         if new_key not in target:
             unexpected.append(key)
             continue
+        claimed.add(new_key)
         want = target[new_key].shape
         if value.shape != want:
             if _linear_conv_pair(value.shape, want):
@@ -94,7 +95,7 @@ def convert_state_dict(
                 mismatched.append(f"{key} {tuple(value.shape)} -> {new_key} {tuple(want)}")
                 continue
         converted[new_key] = value
-    missing = [k for k in target if k not in converted]
+    missing = [k for k in target if k not in claimed]
     if missing or unexpected or mismatched:
         problems = [
             _listing(kind, items)
@@ -157,8 +158,12 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module) 
             continue
         adopt_source_bn_eps(model, source)
         return converted
-    own = sorted(set(model.state_dict()) ^ set(state_dict))
-    failures.insert(0, f"state_dict: not a checkpoint of this model ({_listing('differing keys', own)})")
+    ours = set(model.state_dict())
+    missing, unexpected = sorted(ours - set(state_dict)), sorted(set(state_dict) - ours)
+    listing = "; ".join(
+        _listing(kind, keys) for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys
+    )
+    failures.insert(0, f"state_dict: not a checkpoint of this model ({listing})")
     raise ValueError("\n".join(failures))
 
 
