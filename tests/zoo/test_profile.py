@@ -8,7 +8,6 @@ from torch import nn
 import slimtorch.zoo as zoo
 from slimtorch.core.model_stats import disk_bytes, memory_bytes
 from slimtorch.zoo import blocks
-from slimtorch.zoo.cards import Published, parse_figure
 
 
 def meta_model(name: str) -> nn.Module:
@@ -109,15 +108,3 @@ def test_profile_leaves_the_model_as_found_and_reports_stored_bytes():
     assert on_meta.disk_bytes is None and on_meta.memory_bytes == prof.memory_bytes
     assert (on_meta.macs, on_meta.activation_bytes) == (prof.macs, prof.activation_bytes)
     assert "MACs" in prof.summary()
-
-
-def test_published_figures_parse_with_their_rounding():
-    assert parse_figure("3.47M") == pytest.approx((3.47e6, 5e3))
-    assert parse_figure("1,248,424") == (1248424.0, 0.5)
-    assert parse_figure("1.4G") == pytest.approx((1.4e9, 5e7))
-    assert Published.agrees(0.47e6, "0.5M") and not Published.agrees(0.44e6, "0.5M")
-    assert Published.agrees(3.505e6, "3.47M") and not Published.agrees(3.56e6, "3.47M")
-    with pytest.raises(ValueError, match=r"figure: expected a number like '3\.47M' or '1,248,424', got 'about 4M'"):
-        parse_figure("about 4M")
-    with pytest.raises(ValueError, match=r"name: 'resnet50' is not a slimtorch\.zoo model"):
-        zoo.model_card("resnet50")

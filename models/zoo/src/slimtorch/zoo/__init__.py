@@ -12,7 +12,7 @@ import fnmatch
 from typing import Any
 
 import timm
-from timm.models import get_arch_name, is_model
+from timm.models import get_arch_name
 from torch import nn
 
 # importing a family registers its models with timm
@@ -68,7 +68,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def create_model(name: str, *, variant: str | None = None, **kwargs: Any) -> nn.Module:
     """``timm.create_model(name, **kwargs)`` for a zoo model, then the compressed ``variant``
     conversion if one is named (see :func:`list_variants`)."""
-    if get_arch_name(name) not in _NAMES or not is_model(get_arch_name(name)):
+    if get_arch_name(name) not in _NAMES:
         raise ValueError(f"name: {name!r} is not a slimtorch.zoo model; choose from slimtorch.zoo.list_models()")
     model = timm.create_model(name, **kwargs)
     return model if variant is None else apply_variant(model, variant)

@@ -108,3 +108,36 @@ def model_card(name: str) -> ModelCard:
     if name not in _CARDS:
         raise ValueError(f"name: {name!r} is not a slimtorch.zoo model (see slimtorch.zoo.list_models())")
     return _CARDS[name]
+
+
+def _published_cell(published: Optional[Published]) -> str:
+    if published is None:
+        return ""
+    params = published.params and published.params + (" conv+linear" if published.counts != "all" else "")
+    figures = [f for f in (params, published.macs and f"{published.macs} MACs") if f]
+    return f"{' / '.join(figures)} ({published.source})"
+
+
+def model_table() -> str:
+    """The README's markdown table: every model's parameters and MACs (``profile`` at its
+    default input size, on the meta device) beside its published figures and equivalents."""
+    import torch
+
+    import slimtorch.zoo as zoo
+
+    lines = [
+        "| model | params | MACs | input | published | same architecture |",
+        "|---|---:|---:|---|---|---|",
+    ]
+    for name in zoo.list_models():
+        with torch.device("meta"):
+            model = zoo.create_model(name)
+        size = tuple(model.pretrained_cfg["input_size"])
+        prof = zoo.profile(model, (1, *size))
+        card = model_card(name)
+        same = ", ".join(str(eq) for eq in card.equivalents)
+        lines.append(
+            f"| `{name}` | {prof.params / 1e6:.3f}M | {prof.macs / 1e6:.1f}M | {size[-1]}² | "
+            f"{_published_cell(card.published)} | {same} |"
+        )
+    return "\n".join(lines) + "\n"

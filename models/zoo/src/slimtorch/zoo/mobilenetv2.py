@@ -154,7 +154,7 @@ default_cfgs = generate_default_cfgs(
 
 # Published: the paper authors' TF-slim model zoo table (224x224), which counts convolution and linear
 # parameters only (our BatchNorm adds 1-2%).
-_TF_SLIM = "TF-slim MobileNetV2 checkpoints table (tensorflow/models research/slim/nets/mobilenet)"
+_TF_SLIM = "TF-slim MobileNetV2 checkpoints, tensorflow/models research/slim/nets/mobilenet"
 register_cards(
     {
         "slim_mobilenetv2_035": ModelCard(

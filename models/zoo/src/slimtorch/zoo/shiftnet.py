@@ -143,8 +143,8 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
-_SHIFT = "Wu et al. 2018, ImageNet results (ShiftNet-A)"
-_CIFAR = "alvinwan/shiftresnet-cifar README, CIFAR-10, a = 6c (the authors' code)"
+_SHIFT = "Wu et al. 2018, ImageNet table"
+_CIFAR = "alvinwan/shiftresnet-cifar README, CIFAR-10, a = 6c"
 register_cards(
     {
         "slim_shiftresnet20": ModelCard(186_746, Published(_CIFAR, "0.19M")),
