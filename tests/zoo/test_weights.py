@@ -105,6 +105,11 @@ def test_timm_loader_takes_our_own_safetensors_file(tmp_path):
     loaded = timm.create_model("slim_shufflenetv2_x0_5", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
     x = randn((1, 3, 64, 64), seed=4)
     assert torch.equal(logits(loaded, x), logits(source, x))
+    seven = randomised(zoo.create_model("slim_shufflenetv2_x0_5", num_classes=7), seed=5)
+    safetensors.torch.save_file(state_dict_tensors(seven), path)
+    overlay = {"file": str(path), "num_classes": 7}  # the README's advice for other class counts
+    loaded = timm.create_model("slim_shufflenetv2_x0_5", pretrained=True, pretrained_cfg_overlay=overlay)
+    assert torch.equal(logits(loaded, x), logits(seven, x))
 
 
 def test_timm_loader_converts_a_torchvision_file_and_adapts_the_classes(tmp_path):
