@@ -17,29 +17,9 @@ import triton
 import triton.language as tl
 
 from slimtorch.core.activations import apply_activation
-from slimtorch.core.dispatch import interpreter_enabled
-from slimtorch.sparse._interpreter_compat import squeeze_loop_bounds_in_interpreter
-
-squeeze_loop_bounds_in_interpreter()
 
 REDUCE_BLOCK_M = 16
 REDUCE_BLOCK_N = 128
-
-
-def upcast_dot_operands(dtype: torch.dtype) -> bool:
-    """True where bf16 tiles must be upcast to fp32 before ``tl.dot``: only in the Triton
-    interpreter (3.6 and 3.9), whose bf16 ``tl.dot`` multiplies the raw bit patterns (errors ~1e10).
-    Compiled kernels always use native bf16 tensor-core dots."""
-    return interpreter_enabled() and dtype == torch.bfloat16
-
-
-@triton.jit
-def dot_acc(a, b, acc, UPCAST: tl.constexpr):
-    """acc + a @ b (fp32 accumulation); UPCAST (interpreter + bf16 only) computes it in fp32."""
-    if UPCAST:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
-    return tl.dot(a, b, acc)
 
 
 @triton.jit

@@ -11,6 +11,7 @@ config that is correct for every shape first.
 
 import triton
 
+import slimtorch.core.triton_compat  # noqa: F401  (interpreter fixes for every kernel module)
 from slimtorch.core.dispatch import interpreter_enabled
 
 

@@ -1,0 +1,50 @@
+"""slimtorch.core.aot: kernels compile to sm_80/sm_90 cubins without a GPU; failures are named."""
+
+from pathlib import Path
+
+import pytest
+
+from slimtorch.core import aot
+
+SPECS = Path(__file__).with_name("aot_specs.py")
+
+
+@pytest.mark.parametrize("arch", [80, 90])
+def test_core_test_kernels_compile(arch):
+    summary = aot.check_compiles(SPECS, arch=arch)
+    assert summary.startswith("compiled 8 kernel specialisations") and f"sm_{arch}" in summary
+
+
+def test_broken_kernel_is_named(tmp_path):
+    broken = tmp_path / "broken_specs.py"
+    broken.write_text(
+        "import triton, triton.language as tl\n"
+        "from slimtorch.core.aot import KernelSpec\n"
+        "@triton.jit\n"
+        "def _bad(x_ptr, BLOCK: tl.constexpr):\n"
+        "    tl.store(x_ptr + tl.arange(0, BLOCK), 1.0)\n"  # BLOCK=48 is not a power of two
+        "def aot_specs(quick):\n"
+        "    yield KernelSpec('bad block', _bad, {'x_ptr': '*fp32'}, {'BLOCK': 48})\n"
+    )
+    with pytest.raises(AssertionError, match=r"bad block failed to compile for sm_90"):
+        aot.check_compiles(broken)
+
+
+def test_unknown_constexpr_is_named(tmp_path):
+    specs = tmp_path / "typo_specs.py"
+    specs.write_text(
+        "import triton, triton.language as tl\n"
+        "from slimtorch.core.aot import KernelSpec\n"
+        "@triton.jit\n"
+        "def _k(x_ptr, BLOCK: tl.constexpr):\n"
+        "    tl.store(x_ptr + tl.arange(0, BLOCK), 1.0)\n"
+        "def aot_specs(quick):\n"
+        "    yield KernelSpec('typo', _k, {'x_ptr': '*fp32'}, {'BLOCK': 64, 'BLOK': 1})\n"
+    )
+    with pytest.raises(AssertionError, match=r"constexprs \['BLOK'\] are not arguments of _k"):
+        aot.check_compiles(specs)
+
+
+def test_interpreted_kernels_are_refused():
+    with pytest.raises(TypeError, match="TRITON_INTERPRET must be unset"):
+        aot._jit_function(object())
