@@ -46,6 +46,12 @@ def in_format(t: torch.Tensor, memory_format: torch.memory_format) -> torch.Tens
     return t.contiguous(memory_format=memory_format)
 
 
+def operand_or(t: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tensor:
+    """A contiguous optional kernel operand, or a placeholder pointer the kernel never reads (its
+    HAS_... flag is off)."""
+    return placeholder if t is None else t.contiguous()
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """References compute in float32 (float64 for float64 inputs) and round once at the end,
     as the kernels do with their fp32 accumulators."""

@@ -149,6 +149,7 @@ class Entry:
     shape: dict
     nbytes: float
     flops: float | None = None
+    computes: str = ""  # providers of a case with the same tag return the same tensor (tests check it)
 
 
 def _nbytes(*tensors: torch.Tensor) -> float:
@@ -302,17 +303,17 @@ def shiftconv_group(shape_shift: tuple, batch: int, *, device, dtype, compile_: 
     def ours(offsets: torch.Tensor | None):
         return pointwise_conv2d.launcher(x, weight, None, bias, offsets, 1, 1, 1, 1, "relu")
 
-    providers = {
-        "ours fused": lambda: ours(offsets),
-        BASELINES["shiftconv"]: lambda: ours(None),
-        "torch 1x1 alone": lambda: F.relu(F.conv2d(x, weight, bias)),
-        "torch shift then 1x1": lambda: F.relu(F.conv2d(torch_grouped_shift(x), weight, bias)),
+    providers = {  # name: (fn, what it computes)
+        "ours fused": (lambda: ours(offsets), "shift+1x1"),
+        BASELINES["shiftconv"]: (lambda: ours(None), "1x1"),
+        "torch 1x1 alone": (lambda: F.relu(F.conv2d(x, weight, bias)), "1x1"),
+        "torch shift then 1x1": (lambda: F.relu(F.conv2d(torch_grouped_shift(x), weight, bias)), "shift+1x1"),
     }
     case = f"shift+1x1 {channels}→{channels} {size}² relu"
     shape = {"channels": channels, "size": size, "batch": batch}
     flops = 2.0 * batch * size * size * channels * channels
     nbytes = 2 * _nbytes(x) + _nbytes(weight, bias)
-    return [Entry(case, batch, name, fn, shape, nbytes, flops) for name, fn in providers.items()]
+    return [Entry(case, batch, name, fn, shape, nbytes, flops, tag) for name, (fn, tag) in providers.items()]
 
 
 # family -> (entries of one (shape, batch), the shapes, the --quick subset)
@@ -326,26 +327,19 @@ BUILDERS: dict[str, tuple[Callable[..., list[Entry]], Sequence, Sequence]] = {
 
 
 def run_family(family: str, *, device, quick: bool, compile_: bool, ceil) -> list[core_bench.BenchResult]:
-    """Time one family, one (case, batch) at a time so only its tensors are alive."""
-    builder, shapes = BUILDERS[family]
-    batches = QUICK_BATCHES if quick else BATCHES
+    """Time one family, one (shape, batch) at a time so that only its tensors are alive."""
+    builder, shapes, quick_shapes = BUILDERS[family]
     results = []
-    for group in builder(shapes(quick), batches, device=device, dtype=torch.float16, compile_=compile_):
-        bench = core_bench.Bench(f"convops-{family}", device=device)
-        for e in group:
-            bench.add(
-                e.case,
-                x=e.x,
-                provider=e.provider,
-                fn=e.fn,
-                shape=e.shape,
-                dtype="float16",
-                nbytes=e.nbytes,
-                flops=e.flops,
-            )
-        results.extend(bench.run(progress=False, ceil=ceil))
-        del bench, group
-        torch.cuda.empty_cache()
+    for shape in quick_shapes if quick else shapes:
+        for batch in QUICK_BATCHES if quick else BATCHES:
+            bench = core_bench.Bench(f"convops-{family}", device=device)
+            for e in builder(shape, batch, device=device, dtype=torch.float16, compile_=compile_):
+                options = dict(shape=e.shape, dtype="float16", nbytes=e.nbytes, flops=e.flops)
+                bench.add(e.case, x=e.x, provider=e.provider, fn=e.fn, **options)
+            results.extend(bench.run(progress=False, ceil=ceil))
+            del bench
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
     core_bench.fill_speedups(results, BASELINES[family])
     return results
 

@@ -44,7 +44,9 @@ from slimtorch.convops._layout import (
     empty_in_format,
     in_format,
     memory_format_of,
+    operand_or,
 )
+from slimtorch.convops._tiles import image_grid, image_tile
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
@@ -84,60 +86,25 @@ _GRAD_WEIGHT_CONFIGS = autotune_configs(
 @triton.autotune(configs=_SPATIAL_CONFIGS, key=["N", "C_OUT", "OH", "OW", "sxc", "syc"])
 @triton.jit
 def _depthwise_fwd_kernel(
-    x_ptr,
-    w_ptr,
-    scale_ptr,
-    shift_ptr,
-    off_ptr,
-    y_ptr,
-    N,
-    H,
-    W,
-    C_OUT,
-    OH,
-    OW,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    syn,
-    syc,
-    syh,
-    syw,
-    PAD_T,
-    PAD_L,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
-    DH: tl.constexpr,
-    DW: tl.constexpr,
-    MULT: tl.constexpr,
-    HAS_WEIGHT: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr,
-    HAS_OFFSETS: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    # program (image n, pixel tile) × channel tile
-    tiles_p = tl.cdiv(OH * OW, BLOCK_P)
-    n = tl.program_id(0) // tiles_p
-    p = (tl.program_id(0) % tiles_p) * BLOCK_P + tl.arange(0, BLOCK_P)
-    co = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p_ok = p < OH * OW
-    c_ok = co < C_OUT
+    x_ptr, w_ptr, scale_ptr, shift_ptr, off_ptr, y_ptr,
+    N, H, W, C_OUT, OH, OW,
+    sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    PAD_T, PAD_L,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    MULT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_OFFSETS: tl.constexpr, ACTIVATION: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    # program = (image n, output-pixel tile) × output-channel tile
+    n, oh, ow, p_ok, co, c_ok = image_tile(OH * OW, OW, C_OUT, BLOCK_P, BLOCK_C)
     ci = co // MULT
-    oh = p // OW
-    ow = p % OW
     ih0 = (oh * SH - PAD_T)[:, None]
     iw0 = (ow * SW - PAD_L)[:, None]
     if HAS_OFFSETS:
         ih0 = ih0 + tl.load(off_ptr + 2 * ci, mask=c_ok, other=0)[None, :]
         iw0 = iw0 + tl.load(off_ptr + 2 * ci + 1, mask=c_ok, other=0)[None, :]
     tile_ok = p_ok[:, None] & c_ok[None, :]
-    x_base = x_ptr + n.to(tl.int64) * sxn + ci[None, :] * sxc
+    x_base = x_ptr + n * sxn + ci[None, :] * sxc
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for kh in tl.static_range(KH):
         ih = ih0 + kh * DH
@@ -151,54 +118,23 @@ def _depthwise_fwd_kernel(
                 v = v * wv[None, :]
             acc += v
     acc = apply_epilogue(acc, co, c_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
-    y_ptrs = y_ptr + n.to(tl.int64) * syn + co[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
+    y_ptrs = y_ptr + n * syn + co[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
     tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=tile_ok)
 
 
 @triton.autotune(configs=_SPATIAL_CONFIGS, key=["N", "C_IN", "H", "W", "sgc", "sdc"])
 @triton.jit
 def _depthwise_grad_input_kernel(
-    g_ptr,
-    w_ptr,
-    off_ptr,
-    dx_ptr,
-    N,
-    H,
-    W,
-    C_IN,
-    OH,
-    OW,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    sdn,
-    sdc,
-    sdh,
-    sdw,
-    PAD_T,
-    PAD_L,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
-    DH: tl.constexpr,
-    DW: tl.constexpr,
-    MULT: tl.constexpr,
-    HAS_WEIGHT: tl.constexpr,
-    HAS_OFFSETS: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    # program (image n, input-pixel tile) × input-channel tile; gathers every output tap that read it
-    tiles_p = tl.cdiv(H * W, BLOCK_P)
-    n = tl.program_id(0) // tiles_p
-    p = (tl.program_id(0) % tiles_p) * BLOCK_P + tl.arange(0, BLOCK_P)
-    ci = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    p_ok = p < H * W
-    c_ok = ci < C_IN
-    ih = p // W
-    iw = p % W
+    g_ptr, w_ptr, off_ptr, dx_ptr,
+    N, H, W, C_IN, OH, OW,
+    sgn, sgc, sgh, sgw, sdn, sdc, sdh, sdw,
+    PAD_T, PAD_L,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    MULT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_OFFSETS: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    # program = (image n, input-pixel tile) × input-channel tile; gathers every output tap that read it
+    n, ih, iw, p_ok, ci, c_ok = image_tile(H * W, W, C_IN, BLOCK_P, BLOCK_C)
     th0 = (ih + PAD_T)[:, None]
     tw0 = (iw + PAD_L)[:, None]
     if HAS_OFFSETS:
@@ -208,7 +144,7 @@ def _depthwise_grad_input_kernel(
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for m in tl.static_range(MULT):
         co = ci * MULT + m
-        g_base = g_ptr + n.to(tl.int64) * sgn + co[None, :] * sgc
+        g_base = g_ptr + n * sgn + co[None, :] * sgc
         for kh in tl.static_range(KH):
             th = th0 - kh * DH  # = oh·SH where an output row read this input row
             oh = th // SH
@@ -226,61 +162,35 @@ def _depthwise_grad_input_kernel(
                     wv = tl.load(w_ptr + co * (KH * KW) + (kh * KW + kw), mask=c_ok, other=0.0).to(tl.float32)
                     v = v * wv[None, :]
                 acc += v
-    dx_ptrs = dx_ptr + n.to(tl.int64) * sdn + ci[None, :] * sdc + ih[:, None] * sdh + iw[:, None] * sdw
+    dx_ptrs = dx_ptr + n * sdn + ci[None, :] * sdc + ih[:, None] * sdh + iw[:, None] * sdw
     tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=tile_ok)
 
 
 @triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["N", "C_OUT", "OH", "OW", "sxc", "sgc"])
 @triton.jit
 def _depthwise_grad_weight_kernel(
-    x_ptr,
-    g_ptr,
-    off_ptr,
-    ws_ptr,
-    N,
-    H,
-    W,
-    C_OUT,
-    OH,
-    OW,
-    CHUNK,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    PAD_T,
-    PAD_L,
-    KH: tl.constexpr,
-    KW: tl.constexpr,
-    SH: tl.constexpr,
-    SW: tl.constexpr,
-    DH: tl.constexpr,
-    DW: tl.constexpr,
-    MULT: tl.constexpr,
-    HAS_OFFSETS: tl.constexpr,
-    TAPS: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
+    x_ptr, g_ptr, off_ptr, ws_ptr,
+    N, H, W, C_OUT, OH, OW, CHUNK,
+    sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
+    PAD_T, PAD_L,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    MULT: tl.constexpr, HAS_OFFSETS: tl.constexpr, TAPS: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
     # program = channel tile × split; reduces output pixels [split·CHUNK, (split+1)·CHUNK) of N·OH·OW
     co = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(1)
     c_ok = co < C_OUT
     ci = co // MULT
-    total = N * OH * OW
     lo = split * CHUNK
-    hi = tl.minimum(lo + CHUNK, total)
+    hi = tl.minimum(lo + CHUNK, N * OH * OW)
     if HAS_OFFSETS:
         dy = tl.load(off_ptr + 2 * ci, mask=c_ok, other=0)[None, :]
         dx = tl.load(off_ptr + 2 * ci + 1, mask=c_ok, other=0)[None, :]
     tap = tl.arange(0, TAPS)
     acc = tl.zeros((TAPS, BLOCK_C), dtype=tl.float32)
-    for start in range(lo, hi, BLOCK_P):
-        q = start + tl.arange(0, BLOCK_P)  # flattened (n, oh, ow)
+    for start in range(0, CHUNK, BLOCK_P):
+        q = lo + start + tl.arange(0, BLOCK_P)  # flattened (n, oh, ow)
         q_ok = (q < hi)[:, None] & c_ok[None, :]
         n = (q // (OH * OW)).to(tl.int64)[:, None]
         oh = (q % (OH * OW)) // OW
@@ -422,6 +332,10 @@ def _check_grad_weight(
 # ----------------------------------------------------------------------------- launchers
 
 
+def _geometry(kh: int, kw: int, stride: list[int], dilation: list[int]) -> dict[str, int]:
+    return dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], DH=dilation[0], DW=dilation[1])
+
+
 @kernel_op("slimtorch::depthwise_conv2d", reference="depthwise_conv2d_reference", check=_check_depthwise_conv2d)
 def depthwise_conv2d(
     x: torch.Tensor,
@@ -449,40 +363,15 @@ def depthwise_conv2d(
     c_out = c_in * mult
     oh, ow = check_geometry(stride, padding, dilation, input_hw=(h, w), kernel_hw=(kh, kw))
     y = empty_in_format((n, c_out, oh, ow), memory_format_of(x), dtype=x.dtype, device=x.device)
-
-    def grid(meta):
-        return (n * triton.cdiv(oh * ow, meta["BLOCK_P"]), triton.cdiv(c_out, meta["BLOCK_C"]))
-
-    _depthwise_fwd_kernel[grid](
-        x,
-        x if weight is None else weight.contiguous(),
-        x if scale is None else scale.contiguous(),
-        x if shift is None else shift.contiguous(),
-        x if offsets is None else offsets.contiguous(),
-        y,
-        n,
-        h,
-        w,
-        c_out,
-        oh,
-        ow,
-        *x.stride(),
-        *y.stride(),
-        padding[0],
-        padding[2],
-        KH=kh,
-        KW=kw,
-        SH=stride[0],
-        SW=stride[1],
-        DH=dilation[0],
-        DW=dilation[1],
-        MULT=mult,
-        HAS_WEIGHT=weight is not None,
-        HAS_SCALE=scale is not None,
-        HAS_SHIFT=shift is not None,
-        HAS_OFFSETS=offsets is not None,
-        ACTIVATION=activation,
-    )
+    _depthwise_fwd_kernel[image_grid(n, oh * ow, c_out)](
+        x, operand_or(weight, x), operand_or(scale, x), operand_or(shift, x), operand_or(offsets, x), y,
+        n, h, w, c_out, oh, ow,
+        *x.stride(), *y.stride(),
+        padding[0], padding[2],
+        **_geometry(kh, kw, stride, dilation), MULT=mult,
+        HAS_WEIGHT=weight is not None, HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None,
+        HAS_OFFSETS=offsets is not None, ACTIVATION=activation,
+    )  # fmt: skip
     return y
 
 
@@ -506,35 +395,14 @@ def depthwise_conv2d_grad_input(
     oh, ow = grad.shape[2:]
     kh, kw = _kernel_hw(weight)
     dx = empty_in_format((n, c_in, h, w), memory_format_of(grad), dtype=grad.dtype, device=grad.device)
-
-    def grid(meta):
-        return (n * triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(c_in, meta["BLOCK_C"]))
-
-    _depthwise_grad_input_kernel[grid](
-        grad,
-        grad if weight is None else weight.contiguous(),
-        grad if offsets is None else offsets.contiguous(),
-        dx,
-        n,
-        h,
-        w,
-        c_in,
-        oh,
-        ow,
-        *grad.stride(),
-        *dx.stride(),
-        padding[0],
-        padding[2],
-        KH=kh,
-        KW=kw,
-        SH=stride[0],
-        SW=stride[1],
-        DH=dilation[0],
-        DW=dilation[1],
-        MULT=grad.shape[1] // c_in,
-        HAS_WEIGHT=weight is not None,
-        HAS_OFFSETS=offsets is not None,
-    )
+    _depthwise_grad_input_kernel[image_grid(n, h * w, c_in)](
+        grad, operand_or(weight, grad), operand_or(offsets, grad), dx,
+        n, h, w, c_in, oh, ow,
+        *grad.stride(), *dx.stride(),
+        padding[0], padding[2],
+        **_geometry(kh, kw, stride, dilation), MULT=grad.shape[1] // c_in,
+        HAS_WEIGHT=weight is not None, HAS_OFFSETS=offsets is not None,
+    )  # fmt: skip
     return dx
 
 
@@ -568,31 +436,13 @@ def depthwise_conv2d_grad_weight(
         return (triton.cdiv(c_out, meta["BLOCK_C"]), split)
 
     _depthwise_grad_weight_kernel[grid](
-        x,
-        grad,
-        x if offsets is None else offsets.contiguous(),
-        workspace,
-        n,
-        h,
-        w,
-        c_out,
-        oh,
-        ow,
-        chunk,
-        *x.stride(),
-        *grad.stride(),
-        padding[0],
-        padding[2],
-        KH=kh,
-        KW=kw,
-        SH=stride[0],
-        SW=stride[1],
-        DH=dilation[0],
-        DW=dilation[1],
-        MULT=c_out // c_in,
-        HAS_OFFSETS=offsets is not None,
-        TAPS=triton.next_power_of_2(kh * kw),
-    )
+        x, grad, operand_or(offsets, x), workspace,
+        n, h, w, c_out, oh, ow, chunk,
+        *x.stride(), *grad.stride(),
+        padding[0], padding[2],
+        **_geometry(kh, kw, stride, dilation), MULT=c_out // c_in,
+        HAS_OFFSETS=offsets is not None, TAPS=triton.next_power_of_2(kh * kw),
+    )  # fmt: skip
     return workspace.sum(0).t().reshape(c_out, 1, kh, kw).to(x.dtype)
 
 

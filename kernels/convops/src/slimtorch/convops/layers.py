@@ -56,6 +56,34 @@ def _numeric_padding(conv: nn.Conv2d) -> tuple[int, int]:
     return pair(tuple(conv.padding), "padding")
 
 
+def _torch_conv(layer: nn.Conv2d) -> nn.Conv2d:
+    """A plain nn.Conv2d with the layer's hyper-parameters and parameters."""
+    conv = nn.Conv2d(
+        layer.in_channels,
+        layer.out_channels,
+        layer.kernel_size,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.groups,
+        layer.bias is not None,
+        device=layer.weight.device,
+        dtype=layer.weight.dtype,
+    )
+    conv.load_state_dict(layer.state_dict())
+    return conv
+
+
+def _options_of(conv: nn.Conv2d, activation: str) -> dict:
+    """Constructor options a layer built from ``conv`` shares with it."""
+    return dict(bias=conv.bias is not None, activation=activation, device=conv.weight.device, dtype=conv.weight.dtype)
+
+
+def _loaded(layer: nn.Conv2d, conv: nn.Conv2d) -> nn.Conv2d:
+    layer.load_state_dict(conv.state_dict())
+    return layer
+
+
 def _check_convertible(conv: nn.Conv2d, name: str) -> None:
     if conv.padding_mode != "zeros":
         raise ValueError(f"{name}: padding_mode {conv.padding_mode!r} is not supported (only 'zeros')")
@@ -107,17 +135,8 @@ class DepthwiseConv2d(nn.Conv2d):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return depthwise_conv2d(
-            x,
-            self.weight,
-            None,
-            self.bias,
-            None,
-            list(self.stride),
-            padding4(self.padding),
-            list(self.dilation),
-            self.activation,
-        )
+        geometry = (list(self.stride), padding4(self.padding), list(self.dilation))
+        return depthwise_conv2d(x, self.weight, None, self.bias, None, *geometry, self.activation)
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, activation: str = "none") -> DepthwiseConv2d:
@@ -128,37 +147,14 @@ class DepthwiseConv2d(nn.Conv2d):
                 f"conv: expected a depthwise conv (groups == in_channels and out_channels a multiple), got "
                 f"in={conv.in_channels}, out={conv.out_channels}, groups={conv.groups}"
             )
-        layer = cls(
-            conv.in_channels,
-            conv.kernel_size,
-            conv.stride,
-            _numeric_padding(conv),
-            conv.dilation,
-            bias=conv.bias is not None,
-            channel_multiplier=conv.out_channels // conv.in_channels,
-            activation=activation,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        layer.load_state_dict(conv.state_dict())
-        return layer
+        multiplier = conv.out_channels // conv.in_channels
+        geometry = (conv.kernel_size, conv.stride, _numeric_padding(conv), conv.dilation)
+        layer = cls(conv.in_channels, *geometry, channel_multiplier=multiplier, **_options_of(conv, activation))
+        return _loaded(layer, conv)
 
     def to_dense(self) -> nn.Module:
         """An equivalent torch module (nn.Conv2d, followed by the activation module if any)."""
-        conv = nn.Conv2d(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-            self.bias is not None,
-            device=self.weight.device,
-            dtype=self.weight.dtype,
-        )
-        conv.load_state_dict(self.state_dict())
-        return _with_activation(conv, self.activation)
+        return _with_activation(_torch_conv(self), self.activation)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation!r}"
@@ -201,17 +197,9 @@ class GroupedPointwiseConv2d(nn.Conv2d):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shuffles = (self.shuffle_groups or 1, self.out_shuffle_groups or 1)
         return pointwise_conv2d(
-            x,
-            self.weight,
-            None,
-            self.bias,
-            None,
-            self.groups,
-            self.shuffle_groups or 1,
-            self.out_shuffle_groups or 1,
-            self.stride[0],
-            self.activation,
+            x, self.weight, None, self.bias, None, self.groups, *shuffles, self.stride[0], self.activation
         )
 
     @classmethod
@@ -229,36 +217,15 @@ class GroupedPointwiseConv2d(nn.Conv2d):
                 f"conv: expected a 1x1 conv without padding and with equal strides, got kernel "
                 f"{conv.kernel_size}, padding {conv.padding}, stride {conv.stride}"
             )
+        shuffles = (shuffle_groups, out_shuffle_groups)
         layer = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.groups,
-            shuffle_groups,
-            out_shuffle_groups,
-            conv.stride[0],
-            bias=conv.bias is not None,
-            activation=activation,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
+            conv.in_channels, conv.out_channels, conv.groups, *shuffles, conv.stride[0], **_options_of(conv, activation)
         )
-        layer.load_state_dict(conv.state_dict())
-        return layer
+        return _loaded(layer, conv)
 
     def to_dense(self) -> nn.Module:
         """Equivalent torch modules: [nn.ChannelShuffle,] nn.Conv2d[, activation][, nn.ChannelShuffle]."""
-        conv = nn.Conv2d(
-            self.in_channels,
-            self.out_channels,
-            1,
-            self.stride,
-            0,
-            1,
-            self.groups,
-            self.bias is not None,
-            device=self.weight.device,
-            dtype=self.weight.dtype,
-        )
-        conv.load_state_dict(self.state_dict())
+        conv = _torch_conv(self)
         parts = [] if self.shuffle_groups is None else [nn.ChannelShuffle(self.shuffle_groups)]
         parts.append(_with_activation(conv, self.activation))
         if self.out_shuffle_groups is not None:

@@ -41,6 +41,7 @@ from slimtorch.convops._layout import (
     empty_in_format,
     in_format,
     memory_format_of,
+    operand_or,
 )
 from slimtorch.convops.depthwise import depthwise_conv2d_grad_input, depthwise_conv2d_reference
 from slimtorch.convops.shuffle import channel_shuffle, channel_shuffle_reference
@@ -52,7 +53,7 @@ from slimtorch.core.checks import (
     check_same_device,
     check_tensor,
 )
-from slimtorch.core.dispatch import empty_output
+from slimtorch.core.dispatch import empty_output, interpreter_enabled
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
 
@@ -84,27 +85,20 @@ _GRAD_WEIGHT_CONFIGS = autotune_configs(
 
 
 @triton.jit
+def _dot(a, b, acc, UPCAST: tl.constexpr):
+    """acc + a @ b; UPCAST (interpreter only, see ``_interpreter_upcast``) multiplies in fp32."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
 def _load_operand(
-    x_ptr,
-    off_ptr,
-    img,
-    oh,
-    ow,
-    row_ok,
-    k,
-    k_ok,
-    C_IN,
-    H,
-    W,
-    in_groups,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    STRIDE: tl.constexpr,
-    IN_SHUFFLE: tl.constexpr,
-    HAS_OFFSETS: tl.constexpr,
-):
+    x_ptr, off_ptr, img, oh, ow, row_ok, k, k_ok,
+    C_IN, H, W, in_groups,
+    sxn, sxc, sxh, sxw,
+    STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr,
+):  # fmt: skip
     """a[rows, k] (module docstring) as a [rows, cols] tile; img int64, rows and k 1-D."""
     src = k
     if IN_SHUFFLE:
@@ -123,42 +117,13 @@ def _load_operand(
 @triton.autotune(configs=_GEMM_CONFIGS, key=["P", "C_IN", "C_OUT", "K_G", "sxc", "syc"])
 @triton.jit
 def _pointwise_fwd_kernel(
-    x_ptr,
-    w_ptr,
-    scale_ptr,
-    shift_ptr,
-    off_ptr,
-    y_ptr,
-    P,
-    H,
-    W,
-    OH,
-    OW,
-    C_IN,
-    C_OUT,
-    K_G,
-    N_G,
-    in_groups,
-    out_groups,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    syn,
-    syc,
-    syh,
-    syw,
-    STRIDE: tl.constexpr,
-    IN_SHUFFLE: tl.constexpr,
-    OUT_SHUFFLE: tl.constexpr,
-    HAS_OFFSETS: tl.constexpr,
-    HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    x_ptr, w_ptr, scale_ptr, shift_ptr, off_ptr, y_ptr,
+    P, H, W, OH, OW, C_IN, C_OUT, K_G, N_G, in_groups, out_groups,
+    sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, OUT_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, ACTIVATION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     # program = pixel tile × (group, output-column tile)
     tiles_n = tl.cdiv(N_G, BLOCK_N)
     g = tl.program_id(1) // tiles_n
@@ -175,11 +140,11 @@ def _pointwise_fwd_kernel(
         kk = k0 + tl.arange(0, BLOCK_K)
         k_ok = kk < K_G
         a = _load_operand(
-            x_ptr, off_ptr, img, oh, ow, row_ok, g * K_G + kk, k_ok, C_IN, H, W, in_groups,
-            sxn, sxc, sxh, sxw, STRIDE, IN_SHUFFLE, HAS_OFFSETS,
+            x_ptr, off_ptr, img, oh, ow, row_ok, g * K_G + kk, k_ok, C_IN, H, W, in_groups, sxn, sxc, sxh, sxw,
+            STRIDE, IN_SHUFFLE, HAS_OFFSETS,
         )  # fmt: skip
         b = tl.load(w_ptr + o[None, :] * K_G + kk[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = tl.dot(a, b, acc)
+        acc = _dot(a, b, acc, UPCAST_DOT)
     acc = apply_epilogue(acc, o, col_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
     if OUT_SHUFFLE:
         per = C_OUT // out_groups
@@ -193,36 +158,12 @@ def _pointwise_fwd_kernel(
 @triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["P", "C_IN", "C_OUT", "K_G", "sxc", "sgc"])
 @triton.jit
 def _pointwise_grad_weight_kernel(
-    x_ptr,
-    g_ptr,
-    off_ptr,
-    ws_ptr,
-    P,
-    H,
-    W,
-    OH,
-    OW,
-    C_IN,
-    C_OUT,
-    K_G,
-    N_G,
-    in_groups,
-    CHUNK,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    STRIDE: tl.constexpr,
-    IN_SHUFFLE: tl.constexpr,
-    HAS_OFFSETS: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
+    x_ptr, g_ptr, off_ptr, ws_ptr,
+    P, H, W, OH, OW, C_IN, C_OUT, K_G, N_G, in_groups, CHUNK,
+    sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
+    STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
     # program = (group, output-channel tile) × input-column tile × pixel split
     tiles_n = tl.cdiv(N_G, BLOCK_N)
     g = tl.program_id(0) // tiles_n
@@ -235,8 +176,8 @@ def _pointwise_grad_weight_kernel(
     lo = split * CHUNK
     hi = tl.minimum(lo + CHUNK, P)
     acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
-    for start in range(lo, hi, BLOCK_M):
-        rows = start + tl.arange(0, BLOCK_M)
+    for start in range(0, CHUNK, BLOCK_M):
+        rows = lo + start + tl.arange(0, BLOCK_M)
         row_ok = rows < hi
         img = (rows // (OH * OW)).to(tl.int64)
         oh = (rows % (OH * OW)) // OW
@@ -244,10 +185,10 @@ def _pointwise_grad_weight_kernel(
         g_ptrs = g_ptr + img[None, :] * sgn + o[:, None] * sgc + oh[None, :] * sgh + ow[None, :] * sgw
         gt = tl.load(g_ptrs, mask=col_ok[:, None] & row_ok[None, :], other=0.0)  # [BLOCK_N, BLOCK_M]
         a = _load_operand(
-            x_ptr, off_ptr, img, oh, ow, row_ok, g * K_G + kk, k_ok, C_IN, H, W, in_groups,
-            sxn, sxc, sxh, sxw, STRIDE, IN_SHUFFLE, HAS_OFFSETS,
+            x_ptr, off_ptr, img, oh, ow, row_ok, g * K_G + kk, k_ok, C_IN, H, W, in_groups, sxn, sxc, sxh, sxw,
+            STRIDE, IN_SHUFFLE, HAS_OFFSETS,
         )  # fmt: skip
-        acc = tl.dot(gt, a, acc)
+        acc = _dot(gt, a, acc, UPCAST_DOT)
     ws_ptrs = ws_ptr + split.to(tl.int64) * (C_OUT * K_G) + o[:, None] * K_G + kk[None, :]
     tl.store(ws_ptrs, acc, mask=col_ok[:, None] & k_ok[None, :])
 
@@ -322,6 +263,12 @@ def _check_grad_weight(
 # ----------------------------------------------------------------------------- launchers
 
 
+def _interpreter_upcast(dtype: torch.dtype) -> bool:
+    """The Triton interpreter (3.6 and 3.9) computes tl.dot on bfloat16 operands wrongly, so there
+    the bf16 tiles are multiplied in fp32; compiled kernels use bf16 tensor-core dots."""
+    return dtype == torch.bfloat16 and interpreter_enabled()
+
+
 @kernel_op("slimtorch::pointwise_conv2d", reference="pointwise_conv2d_reference", check=_check_pointwise_conv2d)
 def pointwise_conv2d(
     x: torch.Tensor,
@@ -359,33 +306,13 @@ def pointwise_conv2d(
         return (triton.cdiv(p, meta["BLOCK_M"]), groups * triton.cdiv(n_g, meta["BLOCK_N"]))
 
     _pointwise_fwd_kernel[grid](
-        x,
-        weight.contiguous(),
-        x if scale is None else scale.contiguous(),
-        x if shift is None else shift.contiguous(),
-        x if offsets is None else offsets.contiguous(),
-        y,
-        p,
-        h,
-        w,
-        oh,
-        ow,
-        c_in,
-        c_out,
-        c_in // groups,
-        n_g,
-        in_shuffle,
-        out_shuffle,
-        *x.stride(),
-        *y.stride(),
-        STRIDE=stride,
-        IN_SHUFFLE=in_shuffle > 1,
-        OUT_SHUFFLE=out_shuffle > 1,
-        HAS_OFFSETS=offsets is not None,
-        HAS_SCALE=scale is not None,
-        HAS_SHIFT=shift is not None,
-        ACTIVATION=activation,
-    )
+        x, weight.contiguous(), operand_or(scale, x), operand_or(shift, x), operand_or(offsets, x), y,
+        p, h, w, oh, ow, c_in, c_out, c_in // groups, n_g, in_shuffle, out_shuffle,
+        *x.stride(), *y.stride(),
+        STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, OUT_SHUFFLE=out_shuffle > 1, HAS_OFFSETS=offsets is not None,
+        HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACTIVATION=activation,
+        UPCAST_DOT=_interpreter_upcast(x.dtype),
+    )  # fmt: skip
     return y
 
 
@@ -417,27 +344,12 @@ def pointwise_conv2d_grad_weight(
         return (groups * triton.cdiv(n_g, meta["BLOCK_N"]), triton.cdiv(k_g, meta["BLOCK_K"]), split)
 
     _pointwise_grad_weight_kernel[grid](
-        x,
-        grad,
-        x if offsets is None else offsets.contiguous(),
-        workspace,
-        p,
-        h,
-        w,
-        oh,
-        ow,
-        c_in,
-        c_out,
-        k_g,
-        n_g,
-        in_shuffle,
-        triton.cdiv(p, split),
-        *x.stride(),
-        *grad.stride(),
-        STRIDE=stride,
-        IN_SHUFFLE=in_shuffle > 1,
-        HAS_OFFSETS=offsets is not None,
-    )
+        x, grad, operand_or(offsets, x), workspace,
+        p, h, w, oh, ow, c_in, c_out, k_g, n_g, in_shuffle, triton.cdiv(p, split),
+        *x.stride(), *grad.stride(),
+        STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, HAS_OFFSETS=offsets is not None,
+        UPCAST_DOT=_interpreter_upcast(x.dtype),
+    )  # fmt: skip
     return workspace.sum(0).view(c_out, k_g, 1, 1).to(x.dtype)
 
 

@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from slimtorch.convops._layout import FLOAT_DTYPES, empty_in_format, in_format, memory_format_of
+from slimtorch.convops._tiles import image_grid, image_tile
 from slimtorch.core.checks import check_divisible, check_positive, check_same_device, check_same_dtype, check_tensor
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
@@ -40,37 +41,15 @@ _GATHER_CONFIGS = autotune_configs(
 @triton.autotune(configs=_GATHER_CONFIGS, key=["C", "HW", "sac", "syc"])
 @triton.jit
 def _channel_gather_kernel(
-    a_ptr,
-    b_ptr,
-    y_ptr,
-    C_A,
-    C,
-    HW,
-    W,
-    groups,
-    san,
-    sac,
-    sah,
-    saw,
-    sbn,
-    sbc,
-    sbh,
-    sbw,
-    syn,
-    syc,
-    syh,
-    syw,
-    HAS_B: tl.constexpr,
-    BLOCK_P: tl.constexpr,
-    BLOCK_C: tl.constexpr,
-):
-    tiles_p = tl.cdiv(HW, BLOCK_P)
-    n = (tl.program_id(0) // tiles_p).to(tl.int64)
-    p = (tl.program_id(0) % tiles_p) * BLOCK_P + tl.arange(0, BLOCK_P)
-    c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    h = (p // W)[:, None]
-    w = (p % W)[:, None]
-    ok = (p < HW)[:, None] & (c < C)[None, :]
+    a_ptr, b_ptr, y_ptr,
+    C_A, C, HW, W, groups,
+    san, sac, sah, saw, sbn, sbc, sbh, sbw, syn, syc, syh, syw,
+    HAS_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    n, h, w, p_ok, c, c_ok = image_tile(HW, W, C, BLOCK_P, BLOCK_C)
+    h = h[:, None]
+    w = w[:, None]
+    ok = p_ok[:, None] & c_ok[None, :]
     src = ((c % groups) * (C // groups) + c // groups)[None, :]
     from_a = src < C_A
     v = tl.load(a_ptr + n * san + src * sac + h * sah + w * saw, mask=ok & from_a, other=0.0)
@@ -106,23 +85,13 @@ def _gather(a: torch.Tensor, b: Optional[torch.Tensor], groups: int) -> torch.Te
     if y.numel() == 0:
         return y
 
-    def grid(meta):
-        return (n * triton.cdiv(h * w, meta["BLOCK_P"]), triton.cdiv(c, meta["BLOCK_C"]))
-
-    _channel_gather_kernel[grid](
-        a,
-        a if b is None else b,
-        y,
-        c_a,
-        c,
-        h * w,
-        w,
-        groups,
-        *a.stride(),
-        *(a if b is None else b).stride(),
-        *y.stride(),
+    other = a if b is None else b
+    _channel_gather_kernel[image_grid(n, h * w, c)](
+        a, other, y,
+        c_a, c, h * w, w, groups,
+        *a.stride(), *other.stride(), *y.stride(),
         HAS_B=b is not None,
-    )
+    )  # fmt: skip
     return y
 
 
