@@ -1,34 +1,9 @@
-"""Helpers shared by the convops tests (as fixtures, so test modules need no imports from here),
-and a compatibility shim for the Triton interpreter (belongs in slimtorch.core; see below)."""
+"""Helpers shared by the convops tests (as fixtures, so test modules need no imports from here)."""
 
 import pytest
 import torch
 
 from slimtorch.core.testing import REL_BOUND, assert_rel_close
-
-
-def _fix_interpreter_scalar_index() -> None:
-    """Triton 3.6's interpreter turns a scalar tensor into a Python int with ``int(data)`` where
-    ``data`` is a 1-element 1-d array, which NumPy >= 2.4 refuses ("only 0-dimensional arrays can
-    be converted"), so any ``range(0, N, BLOCK)`` over a kernel argument fails in the interpreter.
-    Triton 3.9 squeezes first; do the same for older interpreters. Compiled kernels are unaffected."""
-    try:
-        from triton.runtime import interpreter
-    except ImportError:  # pragma: no cover
-        return
-    original = getattr(interpreter, "_patch_lang_tensor", None)
-    if original is None or getattr(original, "squeezes_scalars", False):
-        return
-
-    def patch_lang_tensor(tensor, scope):
-        original(tensor, scope)
-        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
-
-    patch_lang_tensor.squeezes_scalars = True
-    interpreter._patch_lang_tensor = patch_lang_tensor
-
-
-_fix_interpreter_scalar_index()
 
 LAYOUTS = {"nchw": torch.contiguous_format, "nhwc": torch.channels_last}
 

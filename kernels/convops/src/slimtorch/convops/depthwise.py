@@ -37,6 +37,7 @@ import triton
 import triton.language as tl
 
 from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
+from slimtorch.convops._interpreter import patch_interpreter
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
     check_geometry,
@@ -52,6 +53,8 @@ from slimtorch.core.checks import check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
+
+patch_interpreter()
 
 MAX_KERNEL_SIZE = 11
 

@@ -35,6 +35,7 @@ import triton
 import triton.language as tl
 
 from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
+from slimtorch.convops._interpreter import patch_interpreter, upcast_dot
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
     compute_dtype,
@@ -53,9 +54,11 @@ from slimtorch.core.checks import (
     check_same_device,
     check_tensor,
 )
-from slimtorch.core.dispatch import empty_output, interpreter_enabled
+from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
+
+patch_interpreter()
 
 # Weight-gradient split over pixels (unmeasured until a GPU run): at least this many pixels per
 # program, at most this many partial sums.
@@ -86,7 +89,7 @@ _GRAD_WEIGHT_CONFIGS = autotune_configs(
 
 @triton.jit
 def _dot(a, b, acc, UPCAST: tl.constexpr):
-    """acc + a @ b; UPCAST (interpreter only, see ``_interpreter_upcast``) multiplies in fp32."""
+    """acc + a @ b; UPCAST (interpreter only, see ``_interpreter.upcast_dot``) multiplies in fp32."""
     if UPCAST:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
     return tl.dot(a, b, acc)
@@ -263,12 +266,6 @@ def _check_grad_weight(
 # ----------------------------------------------------------------------------- launchers
 
 
-def _interpreter_upcast(dtype: torch.dtype) -> bool:
-    """The Triton interpreter (3.6 and 3.9) computes tl.dot on bfloat16 operands wrongly, so there
-    the bf16 tiles are multiplied in fp32; compiled kernels use bf16 tensor-core dots."""
-    return dtype == torch.bfloat16 and interpreter_enabled()
-
-
 @kernel_op("slimtorch::pointwise_conv2d", reference="pointwise_conv2d_reference", check=_check_pointwise_conv2d)
 def pointwise_conv2d(
     x: torch.Tensor,
@@ -311,7 +308,7 @@ def pointwise_conv2d(
         *x.stride(), *y.stride(),
         STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, OUT_SHUFFLE=out_shuffle > 1, HAS_OFFSETS=offsets is not None,
         HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACTIVATION=activation,
-        UPCAST_DOT=_interpreter_upcast(x.dtype),
+        UPCAST_DOT=upcast_dot(x.dtype),
     )  # fmt: skip
     return y
 
@@ -348,7 +345,7 @@ def pointwise_conv2d_grad_weight(
         p, h, w, oh, ow, c_in, c_out, k_g, n_g, in_shuffle, triton.cdiv(p, split),
         *x.stride(), *grad.stride(),
         STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, HAS_OFFSETS=offsets is not None,
-        UPCAST_DOT=_interpreter_upcast(x.dtype),
+        UPCAST_DOT=upcast_dot(x.dtype),
     )  # fmt: skip
     return workspace.sum(0).view(c_out, k_g, 1, 1).to(x.dtype)
 
