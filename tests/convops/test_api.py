@@ -70,10 +70,10 @@ def test_convert_small_cnn_fuses_every_chain(device):
     assert [m.activation for m in dws] == ["relu6"] * 3
     assert [(m.groups, m.activation) for m in pws] == [(1, "relu6"), (1, "relu6"), (4, "none")]
     assert _count(converted, nn.ReLU6) == 1, "only the stem's activation (after a dense 3x3) stays in torch"
-    # the converted model through the kernels (interpreter here, GPU there)
+    # the converted model through the kernels (interpreter here, GPU there: 3 layers of tf32 dots)
     x = randn((1, 3, 12, 12), device=device, seed=3).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        assert_rel_close(converted.to(device)(x), model.to(device)(x), REL_BOUND[torch.float32])
+        assert_rel_close(converted.to(device)(x), model.to(device)(x), 4 * REL_BOUND[torch.float32])
 
 
 class _SharedReluBlock(nn.Module):
@@ -135,6 +135,12 @@ def test_untraceable_models_fall_back_to_sequential_chains():
     assert set(consumers(model)) == {"body.0", "body.1"}
     converted = _converted_matches(model, randn((2, 4, 5, 5), seed=6))
     assert converted.body[0].activation == "hardswish" and isinstance(converted.shuffle, ChannelShuffle)
+
+
+def test_single_channel_stems_are_not_depthwise():
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1, groups=16))
+    converted = convert(copy.deepcopy(model))
+    assert type(converted[0]) is nn.Conv2d and isinstance(converted[1], DepthwiseConv2d)
 
 
 def test_config_switches():

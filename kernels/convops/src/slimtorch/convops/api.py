@@ -46,6 +46,9 @@ from slimtorch.convops.layers import (
 from slimtorch.core.activations import MODULE_TO_ACTIVATION, activation_of
 
 _OURS = (DepthwiseConv2d, GroupedPointwiseConv2d, ShiftConv2d)
+# A "depthwise" conv with a larger channel multiplier is a dense conv of few input channels (a
+# 1-channel stem has groups == in_channels == 1); the depthwise kernels unroll the multiplier.
+MAX_CONVERTED_MULTIPLIER = 4
 _LEAF_TYPES = (
     nn.Conv2d,
     nn.modules.batchnorm._BatchNorm,
@@ -150,6 +153,7 @@ def _convertible(module: nn.Module, config: ConvertConfig) -> str | None:
         config.depthwise
         and module.groups == module.in_channels
         and module.out_channels % module.in_channels == 0
+        and module.out_channels // module.in_channels <= MAX_CONVERTED_MULTIPLIER
         and all(s % 2 == 1 and s <= MAX_KERNEL_SIZE for s in k)
     ):
         return "depthwise"
