@@ -1,0 +1,114 @@
+"""The fused per-channel epilogue of the convops kernels, in torch (private).
+
+    y[n, c, h, w] = act(z[n, c, h, w] · scale[c] + shift[c])
+
+``scale`` / ``shift`` are optional (folded eval BatchNorm: scale = γ/√(var+ε), shift = β − mean·scale;
+a bias is a shift). :func:`apply_epilogue` is the Triton side (kernels apply it to their fp32
+accumulator tile, channels along axis 1); :func:`epilogue_reference` the torch side used by every
+reference, and :func:`epilogue_backward` the derivative used by the autograd formulas (the
+kernels' backward recomputes ``z`` instead of storing it).
+
+:func:`activation_grad` (the derivative of ``slimtorch.core.activations``) is generic and meant
+to move to ``slimtorch.core.activations``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from slimtorch.core.activations import ACTIVATIONS, activation_reference, apply_activation
+
+
+@triton.jit
+def apply_epilogue(
+    acc,
+    cols,
+    col_ok,
+    scale_ptr,
+    shift_ptr,
+    HAS_SCALE: tl.constexpr,
+    HAS_SHIFT: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+):
+    """act(acc · scale[cols] + shift[cols]) on an fp32 [rows, cols] tile."""
+    if HAS_SCALE:
+        acc = acc * tl.load(scale_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    if HAS_SHIFT:
+        acc = acc + tl.load(shift_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+    return apply_activation(acc, ACTIVATION)
+
+
+def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return v.to(like.dtype).view(1, -1, 1, 1)
+
+
+def is_identity(scale: torch.Tensor | None, activation: str) -> bool:
+    """True when the epilogue is at most a shift (its backward needs no recomputed ``z``)."""
+    return scale is None and activation == "none"
+
+
+def epilogue_reference(
+    z: torch.Tensor, scale: torch.Tensor | None, shift: torch.Tensor | None, activation: str
+) -> torch.Tensor:
+    """act(z · scale + shift) over channel dim 1, in ``z``'s dtype."""
+    if scale is not None:
+        z = z * _per_channel(scale, z)
+    if shift is not None:
+        z = z + _per_channel(shift, z)
+    return activation_reference(z, activation)
+
+
+def activation_grad(pre: torch.Tensor, grad: torch.Tensor, activation: str) -> torch.Tensor:
+    """d act(pre) / d pre · grad, for every activation of ``slimtorch.core.activations``."""
+    if activation == "none":
+        return grad
+    if activation == "relu":
+        return grad * (pre > 0)
+    if activation == "relu6":
+        return grad * ((pre > 0) & (pre < 6))
+    if activation == "hardswish":
+        # x · relu6(x + 3) / 6  ->  0 below -3, (2x + 3)/6 in between, 1 above 3
+        inner = (2 * pre + 3) / 6
+        return grad * torch.where(pre < -3, 0.0, torch.where(pre > 3, 1.0, inner))
+    if activation == "silu":
+        s = torch.sigmoid(pre)
+        return grad * s * (1 + pre * (1 - s))
+    if activation == "gelu":
+        cdf = 0.5 * (1 + torch.erf(pre / math.sqrt(2)))
+        pdf = torch.exp(-0.5 * pre * pre) / math.sqrt(2 * math.pi)
+        return grad * (cdf + pre * pdf)
+    raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+
+
+def epilogue_backward(
+    grad: torch.Tensor,
+    z: torch.Tensor | None,
+    scale: torch.Tensor | None,
+    shift: torch.Tensor | None,
+    activation: str,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of y = act(z·scale + shift) w.r.t. z, scale and shift (None where absent).
+
+    ``z`` may be None only when :func:`is_identity` holds.
+    """
+    if is_identity(scale, activation):
+        g_pre = grad
+    else:
+        if z is None:
+            raise ValueError("z: the epilogue's input is needed for a scale or an activation")
+        pre = z if scale is None else z * _per_channel(scale, z)
+        if shift is not None:
+            pre = pre + _per_channel(shift, z)
+        g_pre = activation_grad(pre, grad, activation)
+    reduce_dims = (0, 2, 3)
+    g_shift = None if shift is None else g_pre.sum(reduce_dims).to(shift.dtype)
+    g_scale = None
+    g_z = g_pre
+    if scale is not None:
+        g_scale = (g_pre * z).sum(reduce_dims).to(scale.dtype)
+        g_z = g_pre * _per_channel(scale, g_pre)
+    return g_z, g_scale, g_shift

@@ -1,0 +1,618 @@
+"""Depthwise conv2d and the per-channel spatial ops built on it: Triton forward with a fused
+epilogue, input gradient and weight gradient.
+
+Math (N images, C input channels, channel multiplier M, C·M output channels, kernel KH×KW,
+stride (sh, sw), padding (top pt, left pl), dilation (dh, dw)):
+
+    z[n, co, oh, ow] = Σ_{kh,kw} w[co, 0, kh, kw] · x[n, ci, oh·sh − pt + kh·dh + dy[ci], ow·sw − pl + kw·dw + dx[ci]]
+    ci = ⌊co / M⌋,  x = 0 outside the image
+    y = act(z · scale[co] + shift[co])                         (slimtorch.convops._epilogue)
+
+(dy, dx) are optional per-input-channel offsets (int32 (C, 2), default 0). Without them this is
+torch's conv2d(groups=C) (Howard et al. 2017, MobileNets); with them the shift ops of
+slimtorch.convops.shift are depthwise convs: an integer shift is a 1x1 conv without weight
+(``weight=None``), an active shift a 2x2 bilinear stencil.
+
+Backward:
+
+    grad_x[n, ci, ih, iw] = Σ_{m<M, kh, kw} g[n, ci·M+m, oh, ow] · w[ci·M+m, 0, kh, kw]
+        over oh·sh = ih + pt − kh·dh − dy[ci] (exactly divisible, 0 ≤ oh < OH), likewise ow
+    grad_w[co, 0, kh, kw] = Σ_{n, oh, ow} g[n, co, oh, ow] · x[n, ci, oh·sh − pt + kh·dh + dy[ci], …]
+
+grad_x is a gather over the taps (no atomics); grad_w a per-channel reduction over N·OH·OW split
+across programs into an fp32 workspace (split × taps × C) that torch sums (deterministic).
+
+Layout: any strides (NCHW, NHWC = channels_last, or other). A program owns a
+[BLOCK_P pixels × BLOCK_C channels] tile of one image; the compiler vectorises along whichever is
+contiguous (C for channels_last, the layout these kernels are tuned for; W for NCHW). The
+output takes the input's memory format. Weights (C·M, 1, KH, KW) contiguous; fp32 accumulation.
+Kernel sizes 1..MAX_KERNEL_SIZE (the tap loops are unrolled).
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
+from slimtorch.convops._interpreter import patch_interpreter
+from slimtorch.convops._layout import (
+    FLOAT_DTYPES,
+    check_geometry,
+    compute_dtype,
+    empty_in_format,
+    in_format,
+    memory_format_of,
+    operand_or,
+)
+from slimtorch.convops._tiles import image_grid, image_tile
+from slimtorch.core.activations import ACTIVATIONS
+from slimtorch.core.checks import check_choice, check_same_device, check_tensor
+from slimtorch.core.dispatch import empty_output
+from slimtorch.core.library import kernel_op
+from slimtorch.core.tuning import autotune_configs
+
+patch_interpreter()
+
+MAX_KERNEL_SIZE = 11
+
+# Weight-gradient reduction split (unmeasured until a GPU run): each program reduces at least
+# this many output pixels, and the reduction is split into at most this many partial sums.
+_GRAD_WEIGHT_MIN_PIXELS = 2048
+_GRAD_WEIGHT_MAX_SPLIT = 512
+
+# Tiles: channel-wide tiles for channels_last (C contiguous), pixel-wide ones for NCHW.
+_SPATIAL_CONFIGS = autotune_configs(
+    [
+        triton.Config({"BLOCK_P": 32, "BLOCK_C": 32}, num_warps=4),
+        triton.Config({"BLOCK_P": 16, "BLOCK_C": 64}, num_warps=4),
+        triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4),
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 32}, num_warps=4),
+        triton.Config({"BLOCK_P": 8, "BLOCK_C": 128}, num_warps=4),
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 64}, num_warps=8),
+        triton.Config({"BLOCK_P": 128, "BLOCK_C": 8}, num_warps=4),
+        triton.Config({"BLOCK_P": 256, "BLOCK_C": 4}, num_warps=4),
+    ]
+)
+_GRAD_WEIGHT_CONFIGS = autotune_configs(
+    [
+        triton.Config({"BLOCK_P": 32, "BLOCK_C": 32}, num_warps=4),
+        triton.Config({"BLOCK_P": 64, "BLOCK_C": 32}, num_warps=4),
+        triton.Config({"BLOCK_P": 32, "BLOCK_C": 64}, num_warps=4),
+        triton.Config({"BLOCK_P": 128, "BLOCK_C": 16}, num_warps=4),
+    ]
+)
+
+
+@triton.autotune(configs=_SPATIAL_CONFIGS, key=["N", "C_OUT", "OH", "OW", "sxc", "syc"])
+@triton.jit
+def _depthwise_fwd_kernel(
+    x_ptr, w_ptr, scale_ptr, shift_ptr, off_ptr, y_ptr,
+    N, H, W, C_OUT, OH, OW,
+    sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+    PAD_T, PAD_L,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    MULT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
+    HAS_OFFSETS: tl.constexpr, ACTIVATION: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    # program = (image n, output-pixel tile) × output-channel tile
+    n, oh, ow, p_ok, co, c_ok = image_tile(OH * OW, OW, C_OUT, BLOCK_P, BLOCK_C)
+    ci = co // MULT
+    ih0 = (oh * SH - PAD_T)[:, None]
+    iw0 = (ow * SW - PAD_L)[:, None]
+    if HAS_OFFSETS:
+        ih0 = ih0 + tl.load(off_ptr + 2 * ci, mask=c_ok, other=0)[None, :]
+        iw0 = iw0 + tl.load(off_ptr + 2 * ci + 1, mask=c_ok, other=0)[None, :]
+    tile_ok = p_ok[:, None] & c_ok[None, :]
+    x_base = x_ptr + n * sxn + ci[None, :] * sxc
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for kh in tl.static_range(KH):
+        ih = ih0 + kh * DH
+        row_ok = tile_ok & (ih >= 0) & (ih < H)
+        for kw in tl.static_range(KW):
+            iw = iw0 + kw * DW
+            ok = row_ok & (iw >= 0) & (iw < W)
+            v = tl.load(x_base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
+            if HAS_WEIGHT:
+                wv = tl.load(w_ptr + co * (KH * KW) + (kh * KW + kw), mask=c_ok, other=0.0).to(tl.float32)
+                v = v * wv[None, :]
+            acc += v
+    acc = apply_epilogue(acc, co, c_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
+    y_ptrs = y_ptr + n * syn + co[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
+    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=tile_ok)
+
+
+@triton.autotune(configs=_SPATIAL_CONFIGS, key=["N", "C_IN", "H", "W", "sgc", "sdc"])
+@triton.jit
+def _depthwise_grad_input_kernel(
+    g_ptr, w_ptr, off_ptr, dx_ptr,
+    N, H, W, C_IN, OH, OW,
+    sgn, sgc, sgh, sgw, sdn, sdc, sdh, sdw,
+    PAD_T, PAD_L,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    MULT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_OFFSETS: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    # program = (image n, input-pixel tile) × input-channel tile; gathers every output tap that read it
+    n, ih, iw, p_ok, ci, c_ok = image_tile(H * W, W, C_IN, BLOCK_P, BLOCK_C)
+    th0 = (ih + PAD_T)[:, None]
+    tw0 = (iw + PAD_L)[:, None]
+    if HAS_OFFSETS:
+        th0 = th0 - tl.load(off_ptr + 2 * ci, mask=c_ok, other=0)[None, :]
+        tw0 = tw0 - tl.load(off_ptr + 2 * ci + 1, mask=c_ok, other=0)[None, :]
+    tile_ok = p_ok[:, None] & c_ok[None, :]
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for m in tl.static_range(MULT):
+        co = ci * MULT + m
+        g_base = g_ptr + n * sgn + co[None, :] * sgc
+        for kh in tl.static_range(KH):
+            th = th0 - kh * DH  # = oh·SH where an output row read this input row
+            oh = th // SH
+            row_ok = tile_ok & (th >= 0) & (oh < OH)
+            if SH > 1:
+                row_ok = row_ok & (th % SH == 0)
+            for kw in tl.static_range(KW):
+                tw = tw0 - kw * DW
+                ow = tw // SW
+                ok = row_ok & (tw >= 0) & (ow < OW)
+                if SW > 1:
+                    ok = ok & (tw % SW == 0)
+                v = tl.load(g_base + oh * sgh + ow * sgw, mask=ok, other=0.0).to(tl.float32)
+                if HAS_WEIGHT:
+                    wv = tl.load(w_ptr + co * (KH * KW) + (kh * KW + kw), mask=c_ok, other=0.0).to(tl.float32)
+                    v = v * wv[None, :]
+                acc += v
+    dx_ptrs = dx_ptr + n * sdn + ci[None, :] * sdc + ih[:, None] * sdh + iw[:, None] * sdw
+    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=tile_ok)
+
+
+@triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["N", "C_OUT", "OH", "OW", "sxc", "sgc"])
+@triton.jit
+def _depthwise_grad_weight_kernel(
+    x_ptr, g_ptr, off_ptr, ws_ptr,
+    N, H, W, C_OUT, OH, OW, CHUNK,
+    sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
+    PAD_T, PAD_L,
+    KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
+    MULT: tl.constexpr, HAS_OFFSETS: tl.constexpr, TAPS: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):  # fmt: skip
+    # program = channel tile × split; reduces output pixels [split·CHUNK, (split+1)·CHUNK) of N·OH·OW
+    co = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    split = tl.program_id(1)
+    c_ok = co < C_OUT
+    ci = co // MULT
+    lo = split * CHUNK
+    hi = tl.minimum(lo + CHUNK, N * OH * OW)
+    if HAS_OFFSETS:
+        dy = tl.load(off_ptr + 2 * ci, mask=c_ok, other=0)[None, :]
+        dx = tl.load(off_ptr + 2 * ci + 1, mask=c_ok, other=0)[None, :]
+    tap = tl.arange(0, TAPS)
+    acc = tl.zeros((TAPS, BLOCK_C), dtype=tl.float32)
+    for start in range(0, CHUNK, BLOCK_P):
+        q = lo + start + tl.arange(0, BLOCK_P)  # flattened (n, oh, ow)
+        q_ok = (q < hi)[:, None] & c_ok[None, :]
+        n = (q // (OH * OW)).to(tl.int64)[:, None]
+        oh = (q % (OH * OW)) // OW
+        ow = q % OW
+        gv = tl.load(g_ptr + n * sgn + co[None, :] * sgc + oh[:, None] * sgh + ow[:, None] * sgw, mask=q_ok, other=0.0)
+        gv = gv.to(tl.float32)
+        ih0 = (oh * SH - PAD_T)[:, None]
+        iw0 = (ow * SW - PAD_L)[:, None]
+        if HAS_OFFSETS:
+            ih0 = ih0 + dy
+            iw0 = iw0 + dx
+        x_base = x_ptr + n * sxn + ci[None, :] * sxc
+        for kh in tl.static_range(KH):
+            ih = ih0 + kh * DH
+            row_ok = q_ok & (ih >= 0) & (ih < H)
+            for kw in tl.static_range(KW):
+                iw = iw0 + kw * DW
+                ok = row_ok & (iw >= 0) & (iw < W)
+                xv = tl.load(x_base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
+                contrib = tl.sum(gv * xv, axis=0)
+                acc += tl.where(tap[:, None] == kh * KW + kw, contrib[None, :], 0.0)
+    ws_ptrs = ws_ptr + split.to(tl.int64) * (KH * KW * C_OUT) + tap[:, None] * C_OUT + co[None, :]
+    tl.store(ws_ptrs, acc, mask=(tap < KH * KW)[:, None] & c_ok[None, :])
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+
+def _check_kernel(
+    weight: Optional[torch.Tensor], c_in: int, dtype: torch.dtype, channels_out: Optional[int] = None
+) -> None:
+    """weight: (C·M, 1, KH, KW) with 1 ≤ KH, KW ≤ MAX_KERNEL_SIZE, in the activations' dtype."""
+    if weight is None:
+        return
+    check_tensor(weight, "weight", ndim=4, dtype=dtype)
+    c_out, per_group, kh, kw = weight.shape
+    if per_group != 1:
+        raise ValueError(
+            f"weight: expected shape (C_out, 1, kh, kw) of a depthwise conv (groups = channels), "
+            f"got {tuple(weight.shape)}"
+        )
+    if c_out == 0 or c_out % c_in != 0:
+        raise ValueError(
+            f"weight: depthwise conv output channels must be a multiple of the input channels {c_in} "
+            f"(groups = channels), got {c_out}"
+        )
+    if channels_out is not None and c_out != channels_out:
+        raise ValueError(f"weight: expected {channels_out} output channels (from grad), got {c_out}")
+    if not (1 <= kh <= MAX_KERNEL_SIZE and 1 <= kw <= MAX_KERNEL_SIZE):
+        raise ValueError(f"weight: kernel size must be between 1 and {MAX_KERNEL_SIZE}, got {kh}x{kw}")
+
+
+def _check_offsets(offsets: Optional[torch.Tensor], channels: int) -> None:
+    if offsets is not None:
+        check_tensor(offsets, "offsets", shape=(channels, 2), dtype=torch.int32)
+
+
+def _check_per_channel(channels: int, **vectors: Optional[torch.Tensor]) -> None:
+    for name, v in vectors.items():
+        if v is not None:
+            check_tensor(
+                v, name, shape=(channels,), dtype=(torch.float16, torch.bfloat16, torch.float32, torch.float64)
+            )
+
+
+def _kernel_hw(weight: Optional[torch.Tensor]) -> tuple[int, int]:
+    return (1, 1) if weight is None else (weight.shape[2], weight.shape[3])
+
+
+def _check_depthwise_conv2d(
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    activation: str,
+) -> None:
+    check_tensor(x, "x", ndim=4, dtype=FLOAT_DTYPES)
+    _check_kernel(weight, x.shape[1], x.dtype)
+    c_out = x.shape[1] if weight is None else weight.shape[0]
+    _check_per_channel(c_out, scale=scale, shift=shift)
+    _check_offsets(offsets, x.shape[1])
+    check_same_device(x=x, weight=weight, scale=scale, shift=shift, offsets=offsets)
+    check_geometry(stride, padding, dilation, input_hw=x.shape[2:], kernel_hw=_kernel_hw(weight))
+    check_choice(activation, "activation", ACTIVATIONS)
+
+
+def _check_grad_input(
+    grad: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    input_shape: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> None:
+    check_tensor(grad, "grad", ndim=4, dtype=FLOAT_DTYPES)
+    if len(input_shape) != 4 or input_shape[0] != grad.shape[0]:
+        raise ValueError(f"input_shape: expected (N, C, H, W) with N={grad.shape[0]} (from grad), got {input_shape}")
+    _check_kernel(weight, input_shape[1], grad.dtype, channels_out=grad.shape[1])
+    if weight is None and grad.shape[1] != input_shape[1]:
+        raise ValueError(
+            f"grad: expected {input_shape[1]} channels (no weight: one per input channel), got {grad.shape}"
+        )
+    _check_offsets(offsets, input_shape[1])
+    check_same_device(grad=grad, weight=weight, offsets=offsets)
+    out_hw = check_geometry(stride, padding, dilation, input_hw=input_shape[2:], kernel_hw=_kernel_hw(weight))
+    if tuple(grad.shape[2:]) != out_hw:
+        raise ValueError(f"grad: expected spatial size {out_hw} (the conv's output), got {tuple(grad.shape[2:])}")
+
+
+def _check_grad_weight(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    offsets: Optional[torch.Tensor],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> None:
+    check_tensor(x, "x", ndim=4, dtype=FLOAT_DTYPES)
+    check_tensor(grad, "grad", ndim=4, dtype=x.dtype)
+    if len(kernel_size) != 2 or not all(1 <= k <= MAX_KERNEL_SIZE for k in kernel_size):
+        raise ValueError(f"kernel_size: expected 2 ints between 1 and {MAX_KERNEL_SIZE}, got {kernel_size}")
+    if grad.shape[0] != x.shape[0] or grad.shape[1] % x.shape[1] != 0:
+        raise ValueError(
+            f"grad: expected shape (N={x.shape[0]}, a multiple of C={x.shape[1]}, OH, OW), got {tuple(grad.shape)}"
+        )
+    _check_offsets(offsets, x.shape[1])
+    check_same_device(x=x, grad=grad, offsets=offsets)
+    out_hw = check_geometry(stride, padding, dilation, input_hw=x.shape[2:], kernel_hw=kernel_size)
+    if tuple(grad.shape[2:]) != out_hw:
+        raise ValueError(f"grad: expected spatial size {out_hw} (the conv's output), got {tuple(grad.shape[2:])}")
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def _geometry(kh: int, kw: int, stride: list[int], dilation: list[int]) -> dict[str, int]:
+    return dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], DH=dilation[0], DW=dilation[1])
+
+
+@kernel_op("slimtorch::depthwise_conv2d", reference="depthwise_conv2d_reference", check=_check_depthwise_conv2d)
+def depthwise_conv2d(
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    activation: str,
+) -> torch.Tensor:
+    """y = act(depthwise_conv(x, weight) · scale + shift) (module docstring).
+
+    x (N, C, H, W) any memory format; weight (C·M, 1, KH, KW) or None (1x1, weight 1: a pure
+    gather, used by the integer shift); scale/shift (C·M,) or None; offsets int32 (C, 2) or None;
+    stride [sh, sw]; padding [top, bottom, left, right]; dilation [dh, dw]. Returns
+    (N, C·M, OH, OW) in x's memory format. Trains (autograd for x, weight, scale, shift).
+    """
+    if x.dtype == torch.float64:  # no fp64 kernel: the reference is exact
+        return depthwise_conv2d_reference(x, weight, scale, shift, offsets, stride, padding, dilation, activation)
+    n, c_in, h, w = x.shape
+    kh, kw = _kernel_hw(weight)
+    mult = 1 if weight is None else weight.shape[0] // c_in
+    c_out = c_in * mult
+    oh, ow = check_geometry(stride, padding, dilation, input_hw=(h, w), kernel_hw=(kh, kw))
+    y = empty_in_format((n, c_out, oh, ow), memory_format_of(x), dtype=x.dtype, device=x.device)
+    _depthwise_fwd_kernel[image_grid(n, oh * ow, c_out)](
+        x, operand_or(weight, x), operand_or(scale, x), operand_or(shift, x), operand_or(offsets, x), y,
+        n, h, w, c_out, oh, ow,
+        *x.stride(), *y.stride(),
+        padding[0], padding[2],
+        **_geometry(kh, kw, stride, dilation), MULT=mult,
+        HAS_WEIGHT=weight is not None, HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None,
+        HAS_OFFSETS=offsets is not None, ACTIVATION=activation,
+    )  # fmt: skip
+    return y
+
+
+@kernel_op(
+    "slimtorch::depthwise_conv2d_grad_input", reference="depthwise_conv2d_grad_input_reference", check=_check_grad_input
+)
+def depthwise_conv2d_grad_input(
+    grad: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    input_shape: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    """∂L/∂x of ``depthwise_conv2d`` (no epilogue) from ∂L/∂z = ``grad``; x has ``input_shape``.
+    Returned in grad's memory format."""
+    if grad.dtype == torch.float64:
+        return depthwise_conv2d_grad_input_reference(grad, weight, offsets, input_shape, stride, padding, dilation)
+    n, c_in, h, w = input_shape
+    oh, ow = grad.shape[2:]
+    kh, kw = _kernel_hw(weight)
+    dx = empty_in_format((n, c_in, h, w), memory_format_of(grad), dtype=grad.dtype, device=grad.device)
+    _depthwise_grad_input_kernel[image_grid(n, h * w, c_in)](
+        grad, operand_or(weight, grad), operand_or(offsets, grad), dx,
+        n, h, w, c_in, oh, ow,
+        *grad.stride(), *dx.stride(),
+        padding[0], padding[2],
+        **_geometry(kh, kw, stride, dilation), MULT=grad.shape[1] // c_in,
+        HAS_WEIGHT=weight is not None, HAS_OFFSETS=offsets is not None,
+    )  # fmt: skip
+    return dx
+
+
+@kernel_op(
+    "slimtorch::depthwise_conv2d_grad_weight",
+    reference="depthwise_conv2d_grad_weight_reference",
+    check=_check_grad_weight,
+)
+def depthwise_conv2d_grad_weight(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    offsets: Optional[torch.Tensor],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    """∂L/∂weight (C·M, 1, KH, KW) of ``depthwise_conv2d`` (no epilogue) from ∂L/∂z = ``grad``,
+    in x's dtype (fp32 partial sums)."""
+    if x.dtype == torch.float64:
+        return depthwise_conv2d_grad_weight_reference(x, grad, offsets, kernel_size, stride, padding, dilation)
+    n, c_in, h, w = x.shape
+    c_out, oh, ow = grad.shape[1:]
+    kh, kw = kernel_size
+    total = n * oh * ow
+    split = max(1, min(_GRAD_WEIGHT_MAX_SPLIT, total // _GRAD_WEIGHT_MIN_PIXELS))
+    chunk = triton.cdiv(total, split)
+    workspace = empty_output((split, kh * kw, c_out), dtype=torch.float32, device=x.device)
+
+    def grid(meta):
+        return (triton.cdiv(c_out, meta["BLOCK_C"]), split)
+
+    _depthwise_grad_weight_kernel[grid](
+        x, grad, operand_or(offsets, x), workspace,
+        n, h, w, c_out, oh, ow, chunk,
+        *x.stride(), *grad.stride(),
+        padding[0], padding[2],
+        **_geometry(kh, kw, stride, dilation), MULT=c_out // c_in,
+        HAS_OFFSETS=offsets is not None, TAPS=triton.next_power_of_2(kh * kw),
+    )  # fmt: skip
+    return workspace.sum(0).t().reshape(c_out, 1, kh, kw).to(x.dtype)
+
+
+# ----------------------------------------------------------------------------- autograd
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, scale, shift, offsets, stride, padding, dilation, activation = inputs
+    ctx.save_for_backward(x, weight, scale, shift, offsets)
+    ctx.geometry = (stride, padding, dilation)
+    ctx.activation = activation
+
+
+def _backward(ctx, grad):
+    x, weight, scale, shift, offsets = ctx.saved_tensors
+    stride, padding, dilation = ctx.geometry
+    z = None
+    if not is_identity(scale, ctx.activation):  # recompute the conv instead of storing it
+        z = depthwise_conv2d(x, weight, None, None, offsets, stride, padding, dilation, "none")
+    g_z, g_scale, g_shift = epilogue_backward(grad, z, scale, shift, ctx.activation)
+    g_x = g_w = None
+    if ctx.needs_input_grad[0]:
+        g_x = depthwise_conv2d_grad_input(g_z, weight, offsets, list(x.shape), stride, padding, dilation)
+    if weight is not None and ctx.needs_input_grad[1]:
+        g_w = depthwise_conv2d_grad_weight(x, g_z, offsets, list(_kernel_hw(weight)), stride, padding, dilation)
+        g_w = g_w.to(weight.dtype)
+    return g_x, g_w, g_scale, g_shift, None, None, None, None, None
+
+
+depthwise_conv2d.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def _tap_positions(out_size, kernel, stride, pad, dilation, size, offset, device):
+    """Input coordinate (C|1, kernel, out) each output position's taps read along one axis, and
+    whether it lies inside [0, size)."""
+    pos = (torch.arange(out_size, device=device) * stride - pad)[None, None, :]
+    pos = pos + (torch.arange(kernel, device=device) * dilation)[None, :, None]
+    if offset is not None:
+        pos = pos + offset.to(torch.int64)[:, None, None]
+    inside = (pos >= 0) & (pos < size)
+    return pos.clamp(0, size - 1), inside
+
+
+def _taps_index(x_shape, kernel_hw, offsets, stride, padding, dilation, out_hw, device):
+    """Advanced-index tuple (channel, row, col) of shape (C, KH, KW, OH, OW) and its in-image mask."""
+    c, h, w = x_shape[1:]
+    rows, rows_in = _tap_positions(
+        out_hw[0],
+        kernel_hw[0],
+        stride[0],
+        padding[0],
+        dilation[0],
+        h,
+        None if offsets is None else offsets[:, 0],
+        device,
+    )
+    cols, cols_in = _tap_positions(
+        out_hw[1],
+        kernel_hw[1],
+        stride[1],
+        padding[2],
+        dilation[1],
+        w,
+        None if offsets is None else offsets[:, 1],
+        device,
+    )
+    index = (
+        torch.arange(c, device=device)[:, None, None, None, None],
+        rows[:, :, None, :, None],
+        cols[:, None, :, None, :],
+    )
+    inside = rows_in[:, :, None, :, None] & cols_in[:, None, :, None, :]
+    return index, inside
+
+
+def _weight_taps(weight, c_out, dtype, device):
+    """(C_out, KH, KW, 1, 1) tap weights; ones for a weightless (1x1) gather."""
+    if weight is None:
+        return torch.ones(c_out, 1, 1, 1, 1, dtype=dtype, device=device)
+    return weight.to(dtype)[:, 0, :, :, None, None]
+
+
+def depthwise_conv2d_reference(
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    activation: str,
+) -> torch.Tensor:
+    """torch.nn.functional.conv2d(groups=C) + epilogue; a tap gather where offsets are given."""
+    dt = compute_dtype(x.dtype)
+    xc = x.to(dt)
+    c_in = x.shape[1]
+    kernel_hw = _kernel_hw(weight)
+    if offsets is None and weight is not None:
+        pt, pb, pl, pr = padding
+        z = F.conv2d(F.pad(xc, (pl, pr, pt, pb)), weight.to(dt), None, stride, 0, dilation, groups=c_in)
+    else:
+        out_hw = check_geometry(stride, padding, dilation, input_hw=x.shape[2:], kernel_hw=kernel_hw)
+        index, inside = _taps_index(x.shape, kernel_hw, offsets, stride, padding, dilation, out_hw, x.device)
+        taps = xc[(slice(None), *index)] * inside  # (N, C, KH, KW, OH, OW)
+        c_out = c_in if weight is None else weight.shape[0]
+        taps = taps.repeat_interleave(c_out // c_in, dim=1)
+        z = (taps * _weight_taps(weight, c_out, dt, x.device)).sum((2, 3))
+    y = epilogue_reference(z, scale, shift, activation)
+    return in_format(y.to(x.dtype), memory_format_of(x))
+
+
+def depthwise_conv2d_grad_input_reference(
+    grad: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    input_shape: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    """torch.nn.grad.conv2d_input(groups=C) on the padded input, cropped; a tap scatter where
+    offsets are given (or there is no weight)."""
+    dt = compute_dtype(grad.dtype)
+    g = grad.to(dt)
+    n, c_in, h, w = input_shape
+    pt, pb, pl, pr = padding
+    if offsets is None and weight is not None:
+        padded = (n, c_in, h + pt + pb, w + pl + pr)
+        dx = torch.nn.grad.conv2d_input(padded, weight.to(dt), g, stride, 0, dilation, groups=c_in)
+        dx = dx[:, :, pt : pt + h, pl : pl + w]
+    else:
+        kernel_hw = _kernel_hw(weight)
+        index, inside = _taps_index(input_shape, kernel_hw, offsets, stride, padding, dilation, g.shape[2:], g.device)
+        c_out = g.shape[1]
+        # per tap and input channel: Σ_m g[n, ci·M+m] · w[ci·M+m, tap]
+        contrib = g[:, :, None, None] * _weight_taps(weight, c_out, dt, g.device)  # (N, C_out, KH, KW, OH, OW)
+        contrib = contrib.unflatten(1, (c_in, c_out // c_in)).sum(2) * inside
+        dx = torch.zeros(c_in, h, w, n, dtype=dt, device=g.device)
+        dx.index_put_(index, contrib.permute(1, 2, 3, 4, 5, 0), accumulate=True)
+        dx = dx.permute(3, 0, 1, 2)
+    return in_format(dx.to(grad.dtype), memory_format_of(grad))
+
+
+def depthwise_conv2d_grad_weight_reference(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    offsets: Optional[torch.Tensor],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    """torch.nn.grad.conv2d_weight(groups=C) on the padded input; Σ grad · gathered taps where
+    offsets are given."""
+    dt = compute_dtype(x.dtype)
+    xc, g = x.to(dt), grad.to(dt)
+    c_in, c_out = x.shape[1], grad.shape[1]
+    pt, pb, pl, pr = padding
+    if offsets is None:
+        xp = F.pad(xc, (pl, pr, pt, pb))
+        dw = torch.nn.grad.conv2d_weight(xp, (c_out, 1, *kernel_size), g, stride, 0, dilation, groups=c_in)
+    else:
+        index, inside = _taps_index(x.shape, kernel_size, offsets, stride, padding, dilation, g.shape[2:], x.device)
+        taps = (xc[(slice(None), *index)] * inside).repeat_interleave(c_out // c_in, dim=1)
+        dw = (taps * g[:, :, None, None]).sum((0, 4, 5))[:, None]
+    return dw.to(x.dtype).contiguous()
