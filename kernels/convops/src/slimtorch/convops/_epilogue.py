@@ -7,20 +7,15 @@ a bias is a shift). :func:`apply_epilogue` is the Triton side (kernels apply it 
 accumulator tile, channels along axis 1); :func:`epilogue_reference` the torch side used by every
 reference, and :func:`epilogue_backward` the derivative used by the autograd formulas (the
 kernels' backward recomputes ``z`` instead of storing it).
-
-:func:`activation_grad` (the derivative of ``slimtorch.core.activations``) is generic and meant
-to move to ``slimtorch.core.activations``.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import triton
 import triton.language as tl
 
-from slimtorch.core.activations import ACTIVATIONS, activation_reference, apply_activation
+from slimtorch.core.activations import activation_backward, activation_reference, apply_activation
 
 
 @triton.jit
@@ -62,28 +57,6 @@ def epilogue_reference(
     return activation_reference(z, activation)
 
 
-def activation_grad(pre: torch.Tensor, grad: torch.Tensor, activation: str) -> torch.Tensor:
-    """d act(pre) / d pre · grad, for every activation of ``slimtorch.core.activations``."""
-    if activation == "none":
-        return grad
-    if activation == "relu":
-        return grad * (pre > 0)
-    if activation == "relu6":
-        return grad * ((pre > 0) & (pre < 6))
-    if activation == "hardswish":
-        # x · relu6(x + 3) / 6  ->  0 below -3, (2x + 3)/6 in between, 1 above 3
-        inner = (2 * pre + 3) / 6
-        return grad * torch.where(pre < -3, 0.0, torch.where(pre > 3, 1.0, inner))
-    if activation == "silu":
-        s = torch.sigmoid(pre)
-        return grad * s * (1 + pre * (1 - s))
-    if activation == "gelu":
-        cdf = 0.5 * (1 + torch.erf(pre / math.sqrt(2)))
-        pdf = torch.exp(-0.5 * pre * pre) / math.sqrt(2 * math.pi)
-        return grad * (cdf + pre * pdf)
-    raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
-
-
 def epilogue_backward(
     grad: torch.Tensor,
     z: torch.Tensor | None,
@@ -103,7 +76,7 @@ def epilogue_backward(
         pre = z if scale is None else z * _per_channel(scale, z)
         if shift is not None:
             pre = pre + _per_channel(shift, z)
-        g_pre = activation_grad(pre, grad, activation)
+        g_pre = activation_backward(grad, pre, activation)
     reduce_dims = (0, 2, 3)
     g_shift = None if shift is None else g_pre.sum(reduce_dims).to(shift.dtype)
     g_scale = None

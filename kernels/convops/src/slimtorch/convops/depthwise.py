@@ -36,8 +36,8 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+import slimtorch.core.triton_compat  # noqa: F401  (interpreter fixes)
 from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
-from slimtorch.convops._interpreter import patch_interpreter
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
     check_geometry,
@@ -53,8 +53,6 @@ from slimtorch.core.checks import check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
-
-patch_interpreter()
 
 MAX_KERNEL_SIZE = 11
 

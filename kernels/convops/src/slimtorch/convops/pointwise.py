@@ -35,7 +35,6 @@ import triton
 import triton.language as tl
 
 from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
-from slimtorch.convops._interpreter import patch_interpreter, upcast_dot
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
     compute_dtype,
@@ -56,9 +55,8 @@ from slimtorch.core.checks import (
 )
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
+from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
-
-patch_interpreter()
 
 # Weight-gradient split over pixels (unmeasured until a GPU run): at least this many pixels per
 # program, at most this many partial sums.
@@ -85,14 +83,6 @@ _GRAD_WEIGHT_CONFIGS = autotune_configs(
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64}, num_warps=8),
     ]
 )
-
-
-@triton.jit
-def _dot(a, b, acc, UPCAST: tl.constexpr):
-    """acc + a @ b; UPCAST (interpreter only, see ``_interpreter.upcast_dot``) multiplies in fp32."""
-    if UPCAST:
-        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
-    return tl.dot(a, b, acc)
 
 
 @triton.jit
@@ -147,7 +137,7 @@ def _pointwise_fwd_kernel(
             STRIDE, IN_SHUFFLE, HAS_OFFSETS,
         )  # fmt: skip
         b = tl.load(w_ptr + o[None, :] * K_G + kk[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = _dot(a, b, acc, UPCAST_DOT)
+        acc = dot_acc(a, b, acc, UPCAST_DOT)
     acc = apply_epilogue(acc, o, col_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
     if OUT_SHUFFLE:
         per = C_OUT // out_groups
@@ -191,7 +181,7 @@ def _pointwise_grad_weight_kernel(
             x_ptr, off_ptr, img, oh, ow, row_ok, g * K_G + kk, k_ok, C_IN, H, W, in_groups, sxn, sxc, sxh, sxw,
             STRIDE, IN_SHUFFLE, HAS_OFFSETS,
         )  # fmt: skip
-        acc = _dot(gt, a, acc, UPCAST_DOT)
+        acc = dot_acc(gt, a, acc, UPCAST_DOT)
     ws_ptrs = ws_ptr + split.to(tl.int64) * (C_OUT * K_G) + o[:, None] * K_G + kk[None, :]
     tl.store(ws_ptrs, acc, mask=col_ok[:, None] & k_ok[None, :])
 
@@ -308,7 +298,7 @@ def pointwise_conv2d(
         *x.stride(), *y.stride(),
         STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, OUT_SHUFFLE=out_shuffle > 1, HAS_OFFSETS=offsets is not None,
         HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACTIVATION=activation,
-        UPCAST_DOT=upcast_dot(x.dtype),
+        UPCAST_DOT=upcast_dot_operands(x.dtype),
     )  # fmt: skip
     return y
 
@@ -345,7 +335,7 @@ def pointwise_conv2d_grad_weight(
         p, h, w, oh, ow, c_in, c_out, k_g, n_g, in_shuffle, triton.cdiv(p, split),
         *x.stride(), *grad.stride(),
         STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, HAS_OFFSETS=offsets is not None,
-        UPCAST_DOT=upcast_dot(x.dtype),
+        UPCAST_DOT=upcast_dot_operands(x.dtype),
     )  # fmt: skip
     return workspace.sum(0).view(c_out, k_g, 1, 1).to(x.dtype)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from slimtorch.core.activations import activation_reference
+from slimtorch.core.activations import activation_backward, activation_reference
 
 
 def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
@@ -29,17 +29,6 @@ def linear_reference(
     return activation_reference(y, activation).to(x.dtype)
 
 
-def activation_backward(grad_out: torch.Tensor, pre_activation: torch.Tensor, activation: str) -> torch.Tensor:
-    """grad_out · act'(pre_activation), through autograd on the one torch activation definition."""
-    if activation == "none":
-        return grad_out
-    acc_dtype = accumulation_dtype(pre_activation)
-    with torch.enable_grad():
-        z = pre_activation.detach().to(acc_dtype).requires_grad_()
-        (grad,) = torch.autograd.grad(activation_reference(z, activation), z, grad_out.to(acc_dtype))
-    return grad
-
-
 def linear_grads(
     ctx,
     grad_out: torch.Tensor,
@@ -55,7 +44,11 @@ def linear_grads(
     each None unless ``ctx.needs_input_grad`` asks for it (x is input 0)."""
     needs = ctx.needs_input_grad
     acc_dtype = accumulation_dtype(x)
-    g = grad_out if activation == "none" else activation_backward(grad_out, pre_activation(), activation)
+    g = (
+        grad_out
+        if activation == "none"
+        else activation_backward(grad_out, pre_activation(), activation, dtype=acc_dtype)
+    )
     g = g.to(acc_dtype)
     grad_x = (g @ dense_weight.to(acc_dtype)).to(x.dtype) if needs[0] else None
     grad_w = g.t() @ x.to(acc_dtype) if needs[weight_index] else None

@@ -1,5 +1,7 @@
 """Activations fused into kernel epilogues, defined once for every kernel family.
 
+:func:`activation_backward` gives their derivative for the ops' backward passes.
+
 ``ACTIVATIONS`` names what the fused epilogues support; :func:`apply_activation` is the Triton
 side (``@triton.jit``, the name a ``tl.constexpr`` so the branch is resolved at compile time)
 and :func:`activation_reference` the pure-torch side used by every reference:
@@ -61,6 +63,22 @@ def activation_reference(x: torch.Tensor, activation: str) -> torch.Tensor:
     if activation == "gelu":
         return F.gelu(x)
     raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {activation!r}")
+
+
+def activation_backward(
+    grad: torch.Tensor, pre_activation: torch.Tensor, activation: str, *, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """``grad · act'(pre_activation)``, by autograd through :func:`activation_reference` (so the
+    derivative never drifts from the one definition), computed in fp32 (fp64 for fp64 inputs) and
+    returned in ``dtype`` (default: ``grad``'s)."""
+    out_dtype = dtype or grad.dtype
+    if activation == "none":
+        return grad.to(out_dtype)
+    work = torch.float64 if torch.float64 in (grad.dtype, pre_activation.dtype) else torch.float32
+    with torch.enable_grad():
+        z = pre_activation.detach().to(work).requires_grad_()
+        (g,) = torch.autograd.grad(activation_reference(z, activation), z, grad.to(work))
+    return g.to(out_dtype)
 
 
 def activation_of(module: torch.nn.Module) -> str | None:
