@@ -1,4 +1,4 @@
-"""The convops seam (factories and their pure-torch stand-ins) and the shared blocks."""
+"""The convops seam (the factories) and the shared blocks."""
 
 import pytest
 import torch
@@ -18,22 +18,21 @@ def test_channel_shuffle_is_the_transpose_of_a_groups_by_n_matrix():
 
 
 def test_channel_shuffle_rejects_indivisible_channels():
-    with pytest.raises(ValueError, match=r"channels \(10\) must be divisible by groups \(3\)"):
+    with pytest.raises(ValueError, match=r"channels \(for channel shuffle groups\): expected a multiple of 3, got 10"):
         blocks.channel_shuffle(torch.zeros(1, 10, 2, 2), 3)
 
 
 @pytest.mark.parametrize(("channels", "kernel_size"), [(21, 3), (9, 3), (53, 5), (4, 3)])
 def test_grouped_shift_matches_its_definition(channels, kernel_size):
-    """out[c, h, w] = x[c, h + dy, w + dx] (0 outside), group t = c // q shifted by
-    (t // k − k//2, t % k − k//2), the last C − k²q channels unshifted."""
+    """out[c, h, w] = x[c, h + dy, w + dx] (0 outside), channel c in group t = ⌊c·k²/C⌋ shifted by
+    (t // k − k//2, t % k − k//2)."""
     x = randn((2, channels, 7, 6), seed=channels)
     out = blocks.shift2d(channels, kernel_size)(x)
     k, r = kernel_size, kernel_size // 2
-    q = channels // (k * k)
     expected = torch.zeros_like(x)
     for c in range(channels):
-        t = c // q if q else k * k
-        dy, dx = (t // k - r, t % k - r) if t < k * k else (0, 0)
+        t = c * k * k // channels
+        dy, dx = t // k - r, t % k - r
         for h in range(7):
             for w in range(6):
                 if 0 <= h + dy < 7 and 0 <= w + dx < 6:
@@ -43,7 +42,7 @@ def test_grouped_shift_matches_its_definition(channels, kernel_size):
 
 def test_shift_has_no_parameters_and_rejects_even_kernels():
     assert list(blocks.shift2d(18, 3).parameters()) == []
-    with pytest.raises(ValueError, match="kernel_size: expected an odd shift neighbourhood >= 1, got 4"):
+    with pytest.raises(ValueError, match="kernel_size: expected a positive odd int, got 4"):
         blocks.shift2d(16, 4)
     with pytest.raises(ValueError, match="kernel_size"):
         blocks.shift_conv(16, 8, kernel_size=2)

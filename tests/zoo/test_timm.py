@@ -1,6 +1,7 @@
 """timm and torch integration, one model per family: features_only, the head API, channels_last,
 torch.compile, torch.export and ONNX export of the float models."""
 
+import copy
 import io
 
 import pytest
@@ -9,6 +10,7 @@ import timm
 import torch
 
 import slimtorch.zoo as zoo
+from slimtorch import convops
 from slimtorch.core import reference_only
 from slimtorch.core.model_stats import state_dict_tensors
 from slimtorch.core.testing import assert_rel_close, randn
@@ -110,7 +112,15 @@ def test_onnx_export_runs_in_the_onnx_reference_evaluator(name):
     model = eval_model(name, num_classes=4)
     x = image(5, 16 if name == "slim_shiftresnet20" else 32)
     buffer = io.BytesIO()
-    torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["images"], output_names=["logits"])
+    # ONNX sees standard ops: the convops layers go back to plain torch first (same function).
+    torch.onnx.export(
+        convops.to_torch(copy.deepcopy(model)),
+        (x,),
+        buffer,
+        dynamo=False,
+        input_names=["images"],
+        output_names=["logits"],
+    )
     proto = onnx.load_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     (out,) = ReferenceEvaluator(proto).run(None, {"images": x.numpy()})

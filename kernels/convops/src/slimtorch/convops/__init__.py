@@ -7,6 +7,7 @@ from slimtorch.convops.depthwise import (
     depthwise_conv2d_grad_input,
     depthwise_conv2d_grad_weight,
 )
+from slimtorch.convops.export import to_torch
 from slimtorch.convops.formats import grouped_shift_offsets, shuffle_permutation
 from slimtorch.convops.layers import (
     ActiveShift2d,
@@ -15,6 +16,7 @@ from slimtorch.convops.layers import (
     GroupedPointwiseConv2d,
     Shift2d,
     ShiftConv2d,
+    ShuffleConcat,
     SparseShift2d,
 )
 from slimtorch.convops.pointwise import pointwise_conv2d, pointwise_conv2d_grad_weight
@@ -32,6 +34,7 @@ __all__ = [
     "GroupedPointwiseConv2d",
     "Shift2d",
     "ShiftConv2d",
+    "ShuffleConcat",
     "SparseShift2d",
     "active_shift",
     "channel_shuffle",
@@ -48,6 +51,7 @@ __all__ = [
     "quantized_shift",
     "shuffle_concat",
     "shuffle_permutation",
+    "to_torch",
     "use_cuda_shift",
 ]
 

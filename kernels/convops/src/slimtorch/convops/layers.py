@@ -30,7 +30,7 @@ from slimtorch.convops.depthwise import MAX_KERNEL_SIZE, depthwise_conv2d
 from slimtorch.convops.formats import grouped_shift_offsets
 from slimtorch.convops.pointwise import pointwise_conv2d
 from slimtorch.convops.shift import SHIFT_BACKENDS, active_shift, integer_shift, quantized_shift
-from slimtorch.convops.shuffle import channel_shuffle
+from slimtorch.convops.shuffle import channel_shuffle, shuffle_concat
 from slimtorch.core.activations import ACTIVATIONS, MODULE_TO_ACTIVATION
 from slimtorch.core.checks import check_choice, check_divisible, check_positive
 
@@ -244,6 +244,22 @@ class ChannelShuffle(nn.ChannelShuffle):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return channel_shuffle(x, self.groups)
+
+
+class ShuffleConcat(nn.Module):
+    """``channel_shuffle(torch.cat([a, b], 1), groups)`` in one pass: ShuffleNet V2's unit tail
+    (concat the two branches, shuffle with 2 groups) without the concatenated copy."""
+
+    def __init__(self, groups: int = 2):
+        super().__init__()
+        check_positive(groups, "groups")
+        self.groups = groups
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return shuffle_concat(a, b, self.groups)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
 
 
 class Shift2d(nn.Module):

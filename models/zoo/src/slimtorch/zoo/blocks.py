@@ -1,17 +1,15 @@
 """Building blocks of the zoo and the one place that decides which layers implement them.
 
 **The convops seam.** Every depthwise convolution, (grouped, shuffled) pointwise convolution,
-channel shuffle and shift in the zoo is created by a factory of the first section below. Their
-argument contracts are those of the ``slimtorch.convops`` layers (``DepthwiseConv2d``,
-``GroupedPointwiseConv2d``, ``channel_shuffle`` / ``ChannelShuffle``, ``Shift2d``,
-``ShiftConv2d``); today they return the pure-torch stand-ins of :mod:`slimtorch.zoo._native`,
-whose parameters are named and shaped like those of the convops layers, so switching this
-section to convops is one edit and leaves every state_dict loadable. Nothing else in the zoo
-depends on which class implements a block.
+channel shuffle and shift in the zoo is created by a factory of the first section below, which
+returns the ``slimtorch.convops`` layer (``DepthwiseConv2d``, ``GroupedPointwiseConv2d``,
+``channel_shuffle`` / ``ChannelShuffle``, ``Shift2d``, ``ShiftConv2d``): Triton kernels on the
+GPU, their pure-torch references on CPU. The convops conv layers subclass ``nn.Conv2d``, so zoo
+state_dicts are those of plain torch models.
 
 Models keep convolution → BatchNorm → activation as separate modules (:class:`ConvNormAct`,
 timm's ConvNormAct layout) so they train; folding BatchNorm and fusing activations for
-deployment is convops' ``fold_bn`` / ``convert``, applied to a finished model.
+deployment is convops' ``fold_bn`` / ``convert`` (``slimtorch.zoo.variants`` applies them).
 """
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from timm.layers import SelectAdaptivePool2d
 from timm.layers import make_divisible as _timm_make_divisible
 from torch import nn
 
-from slimtorch.zoo import _native
+from slimtorch import convops
 
 # ----------------------------------------------------------------------------- the convops seam
 
@@ -32,16 +30,9 @@ def depthwise_conv(
     channels: int, kernel_size: int, stride: int = 1, dilation: int = 1, channel_multiplier: int = 1
 ) -> nn.Module:
     """``channels → channels·channel_multiplier`` depthwise k×k convolution, padding
-    ``k//2·dilation``, no bias (convops ``DepthwiseConv2d``)."""
-    return nn.Conv2d(
-        channels,
-        channels * channel_multiplier,
-        kernel_size,
-        stride=stride,
-        padding=kernel_size // 2 * dilation,
-        dilation=dilation,
-        groups=channels,
-        bias=False,
+    ``k//2·dilation``, no bias."""
+    return convops.DepthwiseConv2d(
+        channels, kernel_size, stride, dilation=dilation, channel_multiplier=channel_multiplier
     )
 
 
@@ -49,10 +40,9 @@ def grouped_pointwise_conv(
     in_channels: int, out_channels: int, groups: int = 1, shuffle_groups: Optional[int] = None, bias: bool = False
 ) -> nn.Module:
     """1x1 convolution in ``groups`` groups of the channel-shuffled input
-    ``channel_shuffle(x, shuffle_groups)`` (no shuffle when None) (convops ``GroupedPointwiseConv2d``)."""
-    if shuffle_groups:
-        return _native.ShuffledPointwiseConv2d(in_channels, out_channels, groups, shuffle_groups, bias=bias)
-    return nn.Conv2d(in_channels, out_channels, 1, groups=groups, bias=bias)
+    ``channel_shuffle(x, shuffle_groups)`` (no shuffle when None); the shuffle is folded into
+    the kernel's input read."""
+    return convops.GroupedPointwiseConv2d(in_channels, out_channels, groups, shuffle_groups, bias=bias)
 
 
 def pointwise_conv(in_channels: int, out_channels: int, bias: bool = False) -> nn.Module:
@@ -60,24 +50,29 @@ def pointwise_conv(in_channels: int, out_channels: int, bias: bool = False) -> n
     return grouped_pointwise_conv(in_channels, out_channels, 1, None, bias=bias)
 
 
-channel_shuffle = _native.channel_shuffle
-"""``channel_shuffle(x, groups)``: ``out[:, j·groups + i] = x[:, i·(C/groups) + j]`` (convops)."""
+channel_shuffle = convops.channel_shuffle
+"""``channel_shuffle(x, groups)``: ``out[:, j·groups + i] = x[:, i·(C/groups) + j]``."""
 
 
 def channel_shuffle_layer(groups: int) -> nn.Module:
-    """The module form of :func:`channel_shuffle` (convops ``ChannelShuffle``)."""
-    return _native.ChannelShuffle(groups)
+    """The module form of :func:`channel_shuffle`."""
+    return convops.ChannelShuffle(groups)
+
+
+def shuffle_concat_layer(groups: int = 2) -> nn.Module:
+    """``module(a, b) = channel_shuffle(cat([a, b], 1), groups)`` in one pass (ShuffleNet V2)."""
+    return convops.ShuffleConcat(groups)
 
 
 def shift2d(channels: int, kernel_size: int = 3) -> nn.Module:
-    """Grouped shift (Wu et al. 2018): no parameters, no FLOPs (convops ``Shift2d``)."""
-    return _native.Shift2d(channels, kernel_size)
+    """Grouped shift (Wu et al. 2018): no parameters, no FLOPs."""
+    return convops.Shift2d(channels, kernel_size)
 
 
 def shift_conv(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1) -> nn.Module:
     """Grouped shift over a k×k neighbourhood fused with a strided 1x1 convolution; ``weight`` is
-    ``(out, in, 1, 1)`` (convops ``ShiftConv2d(..., shift="grouped")``)."""
-    return _native.ShiftConv2d(in_channels, out_channels, kernel_size, stride)
+    ``(out, in, 1, 1)``."""
+    return convops.ShiftConv2d(in_channels, out_channels, kernel_size, stride, shift="grouped")
 
 
 def dense_conv(

@@ -75,12 +75,14 @@ class ModelProfile:
 
 
 def _units(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Leaf modules, and modules with a ``compressed_macs`` hook (not descended into)."""
+    """Leaf modules, convolutions and linear layers (a fused shift + 1x1 conv holds its shift as a
+    parameter-free child), and modules with a ``compressed_macs`` hook; none descended into."""
     units, stack = [], [("", model)]
     while stack:
         name, module = stack.pop()
         children = list(module.named_children())
-        if callable(getattr(module, "compressed_macs", None)) or not children:
+        whole = callable(getattr(module, "compressed_macs", None)) or isinstance(module, _WEIGHTED)
+        if whole or not children:
             units.append((name, module))
             continue
         stack.extend((f"{name}.{child}" if name else child, sub) for child, sub in reversed(children))

@@ -28,11 +28,11 @@ from slimtorch.zoo._timm import _cfg, build
 from slimtorch.zoo.blocks import (
     ConvNormAct,
     ZooModel,
-    channel_shuffle,
     dense_conv,
     depthwise_conv,
     pointwise_conv,
     pruned_width,
+    shuffle_concat_layer,
     stage_blocks,
 )
 from slimtorch.zoo.cards import ModelCard, Published, register_cards, torchvision_equivalent
@@ -80,14 +80,14 @@ class ShuffleUnitV2(nn.Module):
         self.conv_pw = ConvNormAct(pointwise_conv(main_in, mid_chs), mid_chs, "relu")
         self.conv_dw = ConvNormAct(depthwise_conv(mid_chs, 3, stride), mid_chs)
         self.conv_pwl = ConvNormAct(pointwise_conv(mid_chs, half), half, "relu")
+        self.shuffle = shuffle_concat_layer(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             kept, main = self.proj_pw(self.proj_dw(x)), x
         else:
             kept, main = x.chunk(2, dim=1)
-        out = torch.cat((kept, self.conv_pwl(self.conv_dw(self.conv_pw(main)))), dim=1)
-        return channel_shuffle(out, 2)
+        return self.shuffle(kept, self.conv_pwl(self.conv_dw(self.conv_pw(main))))
 
 
 class ShuffleNetV2(ZooModel):
