@@ -20,19 +20,24 @@ from slimtorch.core.formats import available_formats, import_all_packages
 def _cmd_demo(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
-    rows = demo.run_demo(
-        model_name=args.model,
-        device=device,
-        batch=args.batch,
-        image_size=args.image_size,
-        formats=formats,
-        progress=not args.no_progress,
-    )
-    print(f"\n{args.model} on {device}, batch {args.batch}, {args.image_size}x{args.image_size} images\n")
-    print(demo.format_table(rows))
-    paths = demo.write_demo(rows, args.out, model_name=args.model, device=device)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
-    failed = [r.format for r in rows if r.error]
+    models = [m.strip() for m in args.model.split(",") if m.strip()] if args.model else demo.default_models()
+    batch = args.batch or (64 if device.type == "cuda" else 8)
+    failed = []
+    for name in models:
+        size = args.image_size or demo.default_image_size(name)
+        rows = demo.run_demo(
+            model_name=name,
+            device=device,
+            batch=batch,
+            image_size=size,
+            formats=formats,
+            progress=not args.no_progress,
+        )
+        print(f"\n{name} on {device}, batch {batch}, {size}x{size} images\n")
+        print(demo.format_table(rows))
+        paths = demo.write_demo(rows, args.out, model_name=name, device=device)
+        print("wrote", ", ".join(str(p) for p in paths.values()))
+        failed += [f"{name}: {r.format}" for r in rows if r.error]
     if failed:
         print("formats that failed:", ", ".join(failed))
     return 1 if failed else 0
@@ -64,10 +69,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slimtorch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="compress a compact CNN every available way and compare")
-    p.add_argument("--model", default=demo.DEFAULT_MODEL, help="built-in name or a timm model name")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="comma-separated model names: small-cnn, zoo or timm names "
+        "(default: slim_mobilenetv2_100,slim_shufflenetv2_x1_0 with slimtorch-zoo installed, else small-cnn)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 8 on CPU")
+    p.add_argument("--image-size", type=int, default=None, help="default: 224 (64 for small-cnn)")
     p.add_argument("--formats", default=None, help="comma-separated subset (default: all available)")
     p.add_argument("--out", default="demo-results", help="folder for the JSON/markdown/PNG results")
     p.add_argument("--no-progress", action="store_true")

@@ -1,6 +1,8 @@
-"""The main job: compress one compact CNN every way the installed packages can, and compare.
+"""The main job: compress compact CNNs every way the installed packages can, and compare.
 
-For the float model and each registered :class:`~slimtorch.core.formats.CompressionFormat` that
+The models: the zoo's MobileNetV2-1.0 and ShuffleNetV2-1.0 (random weights) when
+``slimtorch-zoo`` is installed, else a small built-in MobileNet-style CNN; any timm model name
+works too. For the float model and each registered :class:`~slimtorch.core.formats.CompressionFormat` that
 runs on the chosen device: convert a private copy, run it on the same random batch, and record
 parameters represented, bytes in memory and on disk (safetensors), output SQNR against the
 float model, top-1 agreement and latency (do_bench on CUDA, a perf_counter median on CPU).
@@ -25,7 +27,22 @@ from slimtorch.core.model_stats import count_parameters, disk_bytes, memory_byte
 from slimtorch.core.testing import SmallCompactCNN, randn
 
 BUILTIN_MODELS = {"small-cnn": lambda: SmallCompactCNN(num_classes=10)}
-DEFAULT_MODEL = "small-cnn"
+ZOO_MODELS = ("slim_mobilenetv2_100", "slim_shufflenetv2_x1_0")
+
+
+def default_models() -> tuple[str, ...]:
+    """The zoo's MobileNetV2 and ShuffleNetV2 where slimtorch-zoo is installed, else small-cnn."""
+    try:
+        import slimtorch.zoo  # noqa: F401  (registers the slim_* models with timm)
+    except ImportError:
+        return ("small-cnn",)
+    return ZOO_MODELS
+
+
+def default_image_size(model_name: str) -> int:
+    return 64 if model_name in BUILTIN_MODELS else 224
+
+
 FLOAT = CompressionFormat(name="float32", family="baseline", description="the uncompressed model", convert=lambda m: m)
 
 
@@ -44,9 +61,10 @@ class DemoRow:
 
 
 def build_model(name: str) -> nn.Module:
-    """A built-in model by name, else a timm model name (random weights)."""
+    """A built-in model by name, else a timm model name (zoo models included; random weights)."""
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name]()
+    default_models()  # registers the zoo's models where it is installed
     try:
         import timm
     except ImportError as err:
@@ -84,10 +102,10 @@ def _measure(
 
 def run_demo(
     *,
-    model_name: str = DEFAULT_MODEL,
+    model_name: str = "small-cnn",
     device: str | torch.device | None = None,
     batch: int = 8,
-    image_size: int = 64,
+    image_size: int | None = None,
     formats: Sequence[str] | None = None,
     progress: bool = True,
     seed: int = 0,
@@ -98,7 +116,8 @@ def run_demo(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     torch.manual_seed(seed)
     model = build_model(model_name).eval().to(device)
-    images = randn((batch, 3, image_size, image_size), device=device, seed=seed)
+    size = image_size or default_image_size(model_name)
+    images = randn((batch, 3, size, size), device=device, seed=seed)
     with torch.no_grad():
         reference = model(images).float()
     candidates = available_formats(device)
