@@ -1,1 +1,56 @@
-"""slimtorch-quant."""
+"""slimtorch-quant: real low-bit weights for Linear and Conv2d, with the kernels that run them.
+
+Formats (``formats``): int8 per-channel, int4 group-wise (+ GPTQ import/export), W8A8 dynamic,
+binary, ternary, codebook. Ops (``slimtorch::*`` custom ops, Triton on CUDA, references on CPU):
+``int8_weight_mm``, ``int4_weight_mm``. Model level: ``quantize_(model, config)`` with the configs
+below, ``to_safetensors`` / ``load_quantized``.
+"""
+
+from functools import partial
+
+from slimtorch.core.formats import CompressionFormat, register_format
+from slimtorch.quant.api import (
+    Int4WeightOnlyConfig,
+    Int8WeightOnlyConfig,
+    QuantizeReport,
+    WeightConfig,
+    load_quantized,
+    quantize_,
+    to_safetensors,
+)
+from slimtorch.quant.int4_mm import int4_weight_mm
+from slimtorch.quant.int8_mm import int8_weight_mm
+from slimtorch.quant.layers import (
+    Int4WeightOnlyLinear,
+    Int8WeightOnlyLinear,
+    QuantizedConv2d,
+    QuantizedLinear,
+)
+
+__all__ = [
+    "Int4WeightOnlyConfig",
+    "Int4WeightOnlyLinear",
+    "Int8WeightOnlyConfig",
+    "Int8WeightOnlyLinear",
+    "QuantizeReport",
+    "QuantizedConv2d",
+    "QuantizedLinear",
+    "WeightConfig",
+    "int4_weight_mm",
+    "int8_weight_mm",
+    "load_quantized",
+    "quantize_",
+    "to_safetensors",
+]
+
+_GEMM_LAYERS = "Linear and groups=1 Conv2d (depthwise/grouped stay float)"
+_FORMATS = [
+    ("int8-weight-only", Int8WeightOnlyConfig(), f"int8 weights, per-channel scales, fp activations; {_GEMM_LAYERS}"),
+    ("int4-g32", Int4WeightOnlyConfig(group_size=32), f"int4 weights, groups of 32 along K; {_GEMM_LAYERS}"),
+]
+for _name, _config, _description in _FORMATS:
+    register_format(
+        CompressionFormat(
+            name=_name, family="quant", description=_description, convert=partial(quantize_, config=_config)
+        )
+    )
