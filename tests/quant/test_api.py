@@ -13,7 +13,11 @@ from slimtorch.core.metrics import sqnr
 from slimtorch.core.testing import SmallCompactCNN, randn
 from slimtorch.quant import api, layers
 
-CONFIGS = [api.Int8WeightOnlyConfig(), api.Int4WeightOnlyConfig(group_size=32)]
+CONFIGS = [
+    api.Int8WeightOnlyConfig(),
+    api.Int8DynamicActivationInt8WeightConfig(),
+    api.Int4WeightOnlyConfig(group_size=32),
+]
 QUANT_FORMATS = [f for f in available_formats() if f.family == "quant"]
 
 
@@ -95,7 +99,7 @@ def test_load_quantized_needs_our_metadata(tmp_path):
 
 def test_formats_are_registered():
     names = {f.name for f in QUANT_FORMATS}
-    assert {"int8-weight-only", "int4-g32"} <= names
+    assert {"int8-weight-only", "w8a8-dynamic", "int4-g32"} <= names
 
 
 @pytest.mark.parametrize("fmt", QUANT_FORMATS, ids=lambda f: f.name)

@@ -13,6 +13,7 @@ from slimtorch.quant import formats, layers
 # Every linear layer class with options that fit K = 64 (the table later steps extend).
 LINEAR_LAYERS = [
     (layers.Int8WeightOnlyLinear, {}),
+    (layers.Int8DynamicActivationInt8WeightLinear, {}),
     (layers.Int4WeightOnlyLinear, {"group_size": 32}),
 ]
 IDS = [cls.__name__ for cls, _ in LINEAR_LAYERS]

@@ -1,9 +1,9 @@
 """slimtorch-quant: real low-bit weights for Linear and Conv2d, with the kernels that run them.
 
 Formats (``formats``): int8 per-channel, int4 group-wise (+ GPTQ import/export), W8A8 dynamic,
-binary, ternary, codebook. Ops (``slimtorch::*`` custom ops, Triton on CUDA, references on CPU):
-``int8_weight_mm``, ``int4_weight_mm``. Model level: ``quantize_(model, config)`` with the configs
-below, ``to_safetensors`` / ``load_quantized``.
+binary, ternary, codebook. Ops (``slimtorch::*`` custom ops: Triton on CUDA, references on CPU)
+are re-exported here; model level: ``quantize_(model, config)`` with the configs below, and
+``to_safetensors`` / ``load_quantized``. Importing registers the package's compression formats.
 """
 
 from functools import partial
@@ -11,6 +11,7 @@ from functools import partial
 from slimtorch.core.formats import CompressionFormat, register_format
 from slimtorch.quant.api import (
     Int4WeightOnlyConfig,
+    Int8DynamicActivationInt8WeightConfig,
     Int8WeightOnlyConfig,
     QuantizeReport,
     WeightConfig,
@@ -22,14 +23,18 @@ from slimtorch.quant.int4_mm import int4_weight_mm
 from slimtorch.quant.int8_mm import int8_weight_mm
 from slimtorch.quant.layers import (
     Int4WeightOnlyLinear,
+    Int8DynamicActivationInt8WeightLinear,
     Int8WeightOnlyLinear,
     QuantizedConv2d,
     QuantizedLinear,
 )
+from slimtorch.quant.w8a8_mm import quantize_per_token, w8a8_linear
 
 __all__ = [
     "Int4WeightOnlyConfig",
     "Int4WeightOnlyLinear",
+    "Int8DynamicActivationInt8WeightConfig",
+    "Int8DynamicActivationInt8WeightLinear",
     "Int8WeightOnlyConfig",
     "Int8WeightOnlyLinear",
     "QuantizeReport",
@@ -40,12 +45,19 @@ __all__ = [
     "int8_weight_mm",
     "load_quantized",
     "quantize_",
+    "quantize_per_token",
     "to_safetensors",
+    "w8a8_linear",
 ]
 
 _GEMM_LAYERS = "Linear and groups=1 Conv2d (depthwise/grouped stay float)"
 _FORMATS = [
     ("int8-weight-only", Int8WeightOnlyConfig(), f"int8 weights, per-channel scales, fp activations; {_GEMM_LAYERS}"),
+    (
+        "w8a8-dynamic",
+        Int8DynamicActivationInt8WeightConfig(),
+        f"int8 weights (per channel) x int8 activations (per token, dynamic); {_GEMM_LAYERS}",
+    ),
     ("int4-g32", Int4WeightOnlyConfig(group_size=32), f"int4 weights, groups of 32 along K; {_GEMM_LAYERS}"),
 ]
 for _name, _config, _description in _FORMATS:

@@ -32,6 +32,7 @@ from slimtorch.core.model_stats import state_dict_tensors
 from slimtorch.quant import formats
 from slimtorch.quant.layers import (
     Int4WeightOnlyLinear,
+    Int8DynamicActivationInt8WeightLinear,
     Int8WeightOnlyLinear,
     QuantizedConv2d,
     QuantizedLinear,
@@ -71,6 +72,13 @@ class Int8WeightOnlyConfig(WeightConfig):
     """int8 weights with per-output-channel scales; activations stay in floating point."""
 
     linear_class = Int8WeightOnlyLinear
+
+
+@dataclass(frozen=True)
+class Int8DynamicActivationInt8WeightConfig(WeightConfig):
+    """W8A8: int8 per-channel weights, activations quantized per token at run time."""
+
+    linear_class = Int8DynamicActivationInt8WeightLinear
 
 
 @dataclass(frozen=True)

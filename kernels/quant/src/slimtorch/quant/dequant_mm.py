@@ -80,6 +80,18 @@ LARGE_M_CONFIGS = autotune_configs(
 
 
 @triton.jit
+def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """Program id → (row tile, column tile) in grouped order: GROUP_M row tiles sweep the column
+    tiles together, so the weight tiles they share are still in L2 (the Triton matmul tutorial)."""
+    num_pid_m = tl.cdiv(M, BLOCK_M)
+    num_pid_n = tl.cdiv(N, BLOCK_N)
+    pids_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // pids_in_group) * GROUP_M
+    group_rows = min(num_pid_m - first_pid_m, GROUP_M)
+    return first_pid_m + (pid % pids_in_group) % group_rows, (pid % pids_in_group) // group_rows
+
+
+@triton.jit
 def _decode_weight_tile(
     w_ptr,
     scale_ptr,
@@ -144,16 +156,8 @@ def _dequant_mm_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    pids_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // pids_in_group) * GROUP_M
-    group_rows = min(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + (pid % pids_in_group) % group_rows
-    pid_n = (pid % pids_in_group) // group_rows
-
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     mask_m = offs_m < M

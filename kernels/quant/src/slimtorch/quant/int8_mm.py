@@ -25,16 +25,27 @@ from slimtorch.quant.dequant_mm import (
 from slimtorch.quant.formats import dequantize_int8
 
 
-def _check_int8_weight_mm(
-    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
+def check_int8_weight_args(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    scale_name: str = "scale",
 ) -> None:
+    """x (M, K) float, qweight (N, K) int8 contiguous, a per-channel scale (N,), bias (N,) or None."""
     _, k = check_activation(x)
     check_tensor(qweight, "qweight", ndim=2, dtype=torch.int8, contiguous=True)
     n = qweight.shape[0]
     check_tensor(qweight, "qweight", shape=(n, k))
-    check_channel_vector(scale, "scale", n)
+    check_channel_vector(scale, scale_name, n)
     check_bias(bias, n)
-    check_devices(x, qweight=qweight, scale=scale, bias=bias)
+    check_devices(x, qweight=qweight, bias=bias, **{scale_name: scale})
+
+
+def _check_int8_weight_mm(
+    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> None:
+    check_int8_weight_args(x, qweight, scale, bias)
 
 
 @kernel_op("slimtorch::int8_weight_mm", reference="int8_weight_mm_reference", check=_check_int8_weight_mm)

@@ -28,6 +28,7 @@ from torch import nn
 from slimtorch.quant import formats
 from slimtorch.quant.int4_mm import int4_weight_mm
 from slimtorch.quant.int8_mm import int8_weight_mm
+from slimtorch.quant.w8a8_mm import w8a8_linear
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -148,6 +149,13 @@ class Int8WeightOnlyLinear(QuantizedLinear):
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return int8_weight_mm(x, self.qweight, self.scale, self.bias)
+
+
+class Int8DynamicActivationInt8WeightLinear(Int8WeightOnlyLinear):
+    """W8A8: the int8 weights above, activations quantized per token (row) at run time."""
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return w8a8_linear(x, self.qweight, self.scale, self.bias)
 
 
 class Int4WeightOnlyLinear(QuantizedLinear):
@@ -334,6 +342,7 @@ LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {
     cls.__name__: cls
     for cls in (
         Int8WeightOnlyLinear,
+        Int8DynamicActivationInt8WeightLinear,
         Int4WeightOnlyLinear,
     )
 }
