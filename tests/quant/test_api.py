@@ -17,6 +17,9 @@ CONFIGS = [
     api.Int8WeightOnlyConfig(),
     api.Int8DynamicActivationInt8WeightConfig(),
     api.Int4WeightOnlyConfig(group_size=32),
+    api.BinaryWeightConfig(),
+    api.TernaryWeightConfig(),
+    api.CodebookWeightConfig(bits=4),
 ]
 QUANT_FORMATS = [f for f in available_formats() if f.family == "quant"]
 
@@ -99,14 +102,19 @@ def test_load_quantized_needs_our_metadata(tmp_path):
 
 def test_formats_are_registered():
     names = {f.name for f in QUANT_FORMATS}
-    assert {"int8-weight-only", "w8a8-dynamic", "int4-g32"} <= names
+    assert names == {"int8-weight-only", "w8a8-dynamic", "int4-g32", "binary", "ternary", "codebook-4bit"}
+
+
+@pytest.fixture(scope="module")
+def mobilenetv2():
+    timm = pytest.importorskip("timm")  # a test dependency (the package's `test` extra)
+    return timm.create_model("mobilenetv2_050", pretrained=False, num_classes=10).eval()
 
 
 @pytest.mark.parametrize("fmt", QUANT_FORMATS, ids=lambda f: f.name)
-def test_registered_format_converts_timm_mobilenetv2(fmt):
-    timm = pytest.importorskip("timm")  # a test dependency (the package's `test` extra)
-    model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=10).eval()
-    x = randn((1, 3, 64, 64), seed=2)
+def test_registered_format_converts_timm_mobilenetv2(fmt, mobilenetv2):
+    model = mobilenetv2
+    x = randn((1, 3, 32, 32), seed=2)
     with reference_only(), torch.no_grad():
         converted = fmt.convert(copy.deepcopy(model)).eval()
         assert any(isinstance(m, layers.QuantizedLinear) for m in converted.modules())

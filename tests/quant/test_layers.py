@@ -15,6 +15,9 @@ LINEAR_LAYERS = [
     (layers.Int8WeightOnlyLinear, {}),
     (layers.Int8DynamicActivationInt8WeightLinear, {}),
     (layers.Int4WeightOnlyLinear, {"group_size": 32}),
+    (layers.BinaryLinear, {}),
+    (layers.TernaryLinear, {"asymmetric": True}),
+    (layers.CodebookLinear, {"bits": 3}),
 ]
 IDS = [cls.__name__ for cls, _ in LINEAR_LAYERS]
 

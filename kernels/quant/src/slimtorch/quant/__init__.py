@@ -10,27 +10,39 @@ from functools import partial
 
 from slimtorch.core.formats import CompressionFormat, register_format
 from slimtorch.quant.api import (
+    BinaryWeightConfig,
+    CodebookWeightConfig,
     Int4WeightOnlyConfig,
     Int8DynamicActivationInt8WeightConfig,
     Int8WeightOnlyConfig,
     QuantizeReport,
+    TernaryWeightConfig,
     WeightConfig,
     load_quantized,
     quantize_,
     to_safetensors,
 )
+from slimtorch.quant.codebook_mm import codebook_mm
 from slimtorch.quant.int4_mm import int4_weight_mm
 from slimtorch.quant.int8_mm import int8_weight_mm
 from slimtorch.quant.layers import (
+    BinaryLinear,
+    CodebookLinear,
     Int4WeightOnlyLinear,
     Int8DynamicActivationInt8WeightLinear,
     Int8WeightOnlyLinear,
     QuantizedConv2d,
     QuantizedLinear,
+    TernaryLinear,
 )
+from slimtorch.quant.lowbit_mm import lowbit_weight_mm
 from slimtorch.quant.w8a8_mm import quantize_per_token, w8a8_linear
 
 __all__ = [
+    "BinaryLinear",
+    "BinaryWeightConfig",
+    "CodebookLinear",
+    "CodebookWeightConfig",
     "Int4WeightOnlyConfig",
     "Int4WeightOnlyLinear",
     "Int8DynamicActivationInt8WeightConfig",
@@ -40,10 +52,14 @@ __all__ = [
     "QuantizeReport",
     "QuantizedConv2d",
     "QuantizedLinear",
+    "TernaryLinear",
+    "TernaryWeightConfig",
     "WeightConfig",
+    "codebook_mm",
     "int4_weight_mm",
     "int8_weight_mm",
     "load_quantized",
+    "lowbit_weight_mm",
     "quantize_",
     "quantize_per_token",
     "to_safetensors",
@@ -59,6 +75,9 @@ _FORMATS = [
         f"int8 weights (per channel) x int8 activations (per token, dynamic); {_GEMM_LAYERS}",
     ),
     ("int4-g32", Int4WeightOnlyConfig(group_size=32), f"int4 weights, groups of 32 along K; {_GEMM_LAYERS}"),
+    ("binary", BinaryWeightConfig(), f"1-bit weights alpha_n * sign(W) (BWN); {_GEMM_LAYERS}"),
+    ("ternary", TernaryWeightConfig(), f"2-bit ternary weights, TWN threshold 0.7 mean|W|; {_GEMM_LAYERS}"),
+    ("codebook-4bit", CodebookWeightConfig(bits=4), f"16-centroid k-means codebook per layer; {_GEMM_LAYERS}"),
 ]
 for _name, _config, _description in _FORMATS:
     register_format(

@@ -31,11 +31,14 @@ from slimtorch.core.checks import check_choice
 from slimtorch.core.model_stats import state_dict_tensors
 from slimtorch.quant import formats
 from slimtorch.quant.layers import (
+    BinaryLinear,
+    CodebookLinear,
     Int4WeightOnlyLinear,
     Int8DynamicActivationInt8WeightLinear,
     Int8WeightOnlyLinear,
     QuantizedConv2d,
     QuantizedLinear,
+    TernaryLinear,
     build_layer,
 )
 
@@ -100,6 +103,44 @@ class Int4WeightOnlyConfig(WeightConfig):
         if in_features % self.group_size:
             return f"in_features {in_features} is not a multiple of group_size {self.group_size}"
         return None
+
+
+@dataclass(frozen=True)
+class BinaryWeightConfig(WeightConfig):
+    """1-bit weights α_n · sign(W) (BWN / XNOR-Net weights); activations stay in floating point."""
+
+    linear_class = BinaryLinear
+
+
+@dataclass(frozen=True)
+class TernaryWeightConfig(WeightConfig):
+    """2-bit ternary weights with the TWN threshold 0.7·mean|W_n|; ``asymmetric`` gives each channel
+    separate positive and negative values (TTQ-style {−a_n, 0, +a_p})."""
+
+    linear_class = TernaryLinear
+    asymmetric: bool = False
+
+    def options(self) -> dict[str, Any]:
+        return {"asymmetric": self.asymmetric}
+
+
+@dataclass(frozen=True)
+class CodebookWeightConfig(WeightConfig):
+    """Deep Compression weight sharing: a 2^bits-entry k-means codebook per layer (bits 2..8)."""
+
+    linear_class = CodebookLinear
+    bits: int = 4
+    iterations: int = formats.KMEANS_ITERATIONS
+
+    def __post_init__(self):
+        check_choice(self.bits, "bits", formats.CODEBOOK_BITS)
+
+    def options(self) -> dict[str, Any]:
+        return {"bits": self.bits}
+
+    def quantize_weight(self, weight: torch.Tensor, bias: torch.Tensor | None) -> QuantizedLinear:
+        packed = formats.quantize_codebook(weight.detach(), self.bits, self.iterations)
+        return CodebookLinear.from_packed(packed, weight.shape[1], weight.shape[0], bias, bits=self.bits)
 
 
 # ----------------------------------------------------------------------------- quantize_
@@ -168,7 +209,7 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
 def quantize_module(module: nn.Module, config: WeightConfig) -> nn.Module:
     """One Linear or Conv2d as the config's quantized layer."""
     if isinstance(module, nn.Conv2d):
-        return QuantizedConv2d.from_dense(module, config.linear_class, **config.options())
+        return QuantizedConv2d.wrap(module, config.quantize_weight)
     return config.quantize_weight(module.weight, module.bias)
 
 

@@ -52,7 +52,7 @@ PROGRAMS_PER_SM = 2  # split until the GEMV grid has about this many programs pe
 PLANNING_BLOCK_N = 64  # N tile assumed when sizing the split (the autotuned one may differ)
 INTERPRETER_SM_COUNT = 4  # CPU tensors (Triton interpreter): small, so tests reach split-K
 
-_KEY = ["M_BUCKET", "N", "K", "FORMAT", "BITS", "SPLIT_K"]
+_KEY = ["M_BUCKET", "N", "K", "FORMAT", "BITS", "GROUP_SIZE", "SPLIT_K"]
 
 # First entry of each list: the interpreter's config, valid for every shape (masks handle tails).
 SMALL_M_CONFIGS = autotune_configs(
@@ -92,41 +92,66 @@ def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_
 
 
 @triton.jit
+def _unpack_tile(w_ptr, k0, offs_n, mask_n, N, K, BITS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """Codes of rows k0 .. k0 + BLOCK_K (k0 a multiple of BLOCK_K, itself a multiple of P = 32 / BITS)
+    as a (BLOCK_K, BLOCK_N) int32 tile: each word is loaded once, (BLOCK_K / P, BLOCK_N), and
+    expanded in registers by P shifts; row r·P + j of the tile is bits [j·BITS, (j + 1)·BITS) of
+    word row r."""
+    PER_WORD: tl.constexpr = 32 // BITS
+    WORD_ROWS: tl.constexpr = BLOCK_K // PER_WORD
+    rows = k0 // PER_WORD + tl.arange(0, WORD_ROWS)
+    row_mask = rows < (K + PER_WORD - 1) // PER_WORD
+    words = tl.load(
+        w_ptr + rows.to(tl.int64)[:, None] * N + offs_n[None, :], mask=row_mask[:, None] & mask_n[None, :], other=0
+    )
+    shifts = tl.arange(0, PER_WORD) * BITS
+    codes = (words[:, None, :] >> shifts[None, :, None]) & ((1 << BITS) - 1)
+    return tl.reshape(codes, (BLOCK_K, words.shape[1]))
+
+
+@triton.jit
 def _decode_weight_tile(
     w_ptr,
     scale_ptr,
     aux_ptr,
     pos,
     neg,
-    offs_k,
+    k0,
     offs_n,
-    mask,
+    mask_n,
     N,
     K,
-    GROUP_SIZE,
+    GROUP_SIZE: tl.constexpr,
     FORMAT: tl.constexpr,
     BITS: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
-    """The (BLOCK_K, BLOCK_N) fp32 tile Wᵀ[k, n] (see the module doc for each FORMAT)."""
+    """The (BLOCK_K, BLOCK_N) fp32 tile Wᵀ[k0:k0 + BLOCK_K, n] (see the module doc for each FORMAT)."""
+    offs_k = k0 + tl.arange(0, BLOCK_K)
     if FORMAT == "int8":  # (N, K) int8, K contiguous
+        mask = (offs_k < K)[:, None] & mask_n[None, :]
         q = tl.load(w_ptr + offs_n.to(tl.int64)[None, :] * K + offs_k[:, None], mask=mask, other=0)
         w = q.to(tl.float32)
-    else:  # (ceil(K / P), N) int32 words, code of k at bits (k % P)·BITS of row k // P
-        PER_WORD: tl.constexpr = 32 // BITS
-        rows = (offs_k // PER_WORD).to(tl.int64)
-        words = tl.load(w_ptr + rows[:, None] * N + offs_n[None, :], mask=mask, other=0)
-        codes = (words >> ((offs_k % PER_WORD) * BITS)[:, None]) & ((1 << BITS) - 1)
+    else:
+        codes = _unpack_tile(w_ptr, k0, offs_n, mask_n, N, K, BITS, BLOCK_K)
         if FORMAT == "int4":
-            group = (offs_k // GROUP_SIZE).to(tl.int64)[:, None] * N + offs_n[None, :]
-            scale = tl.load(scale_ptr + group, mask=mask, other=0.0).to(tl.float32)
-            zero = tl.load(aux_ptr + group, mask=mask, other=0).to(tl.int32)
+            if GROUP_SIZE % BLOCK_K == 0:  # the tile lies in one group: one scale/zero row
+                # (a tile past K, in the last split, reads the last group: its x columns are zero)
+                group = (tl.minimum(k0, K - 1) // GROUP_SIZE).to(tl.int64) * N + offs_n
+                scale = tl.load(scale_ptr + group, mask=mask_n, other=0.0).to(tl.float32)[None, :]
+                zero = tl.load(aux_ptr + group, mask=mask_n, other=0).to(tl.int32)[None, :]
+            else:  # several groups per tile: gather per element (L1 hits)
+                group = (offs_k // GROUP_SIZE).to(tl.int64)[:, None] * N + offs_n[None, :]
+                mask = (offs_k < K)[:, None] & mask_n[None, :]
+                scale = tl.load(scale_ptr + group, mask=mask, other=0.0).to(tl.float32)
+                zero = tl.load(aux_ptr + group, mask=mask, other=0).to(tl.int32)
             w = (codes - zero).to(tl.float32) * scale
         elif FORMAT == "lowbit":
             # 1 bit: 2c − 1; 2 bits: sign-extend the two's complement code
             t = 2 * codes - 1 if BITS == 1 else (codes ^ 2) - 2
             w = tl.where(t > 0, pos[None, :], tl.where(t < 0, -neg[None, :], 0.0))
-        else:  # codebook
-            w = tl.load(scale_ptr + codes, mask=mask, other=0.0).to(tl.float32)
+        else:  # codebook: codes < 2^BITS index the centroids
+            w = tl.load(scale_ptr + codes).to(tl.float32)
     return w
 
 
@@ -145,7 +170,7 @@ def _dequant_mm_kernel(
     stride_xm,
     stride_xk,
     stride_om,
-    GROUP_SIZE,
+    GROUP_SIZE: tl.constexpr,  # int4 group along K (0 for the other formats)
     FORMAT: tl.constexpr,
     BITS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
@@ -174,23 +199,11 @@ def _dequant_mm_kernel(
     k_begin = pid_k * tiles_per_split * BLOCK_K
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for tile in range(0, tiles_per_split):
-        offs_k = k_begin + tile * BLOCK_K + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        a = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+        k0 = k_begin + tile * BLOCK_K
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        a = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
         w = _decode_weight_tile(
-            w_ptr,
-            scale_ptr,
-            aux_ptr,
-            pos,
-            neg,
-            offs_k,
-            offs_n,
-            mask_k[:, None] & mask_n[None, :],
-            N,
-            K,
-            GROUP_SIZE,
-            FORMAT,
-            BITS,
+            w_ptr, scale_ptr, aux_ptr, pos, neg, k0, offs_n, mask_n, N, K, GROUP_SIZE, FORMAT, BITS, BLOCK_K
         )
         acc = tl.dot(a.to(tl.float32), w, acc) if DOT_IN_FP32 else tl.dot(a, w.to(a.dtype), acc)
 
@@ -315,7 +328,7 @@ def launch_dequant_mm(
         x.stride(0),
         x.stride(1),
         out.stride(0),
-        group_size,
+        GROUP_SIZE=group_size,
         FORMAT=fmt,
         BITS=bits,
         HAS_BIAS=bias is not None,

@@ -26,8 +26,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimtorch.quant import formats
+from slimtorch.quant.codebook_mm import codebook_mm
 from slimtorch.quant.int4_mm import int4_weight_mm
 from slimtorch.quant.int8_mm import int8_weight_mm
+from slimtorch.quant.lowbit_mm import lowbit_weight_mm
 from slimtorch.quant.w8a8_mm import w8a8_linear
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -224,6 +226,105 @@ class Int4WeightOnlyLinear(QuantizedLinear):
         return int4_weight_mm(x, self.qweight, self.scale, self.zero, self.group_size, self.bias)
 
 
+class BinaryLinear(QuantizedLinear):
+    """BWN / XNOR-Net weights: W = α_n · sign(W), 1 bit per weight (formats: binary)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        rows = formats.words_per_column(in_features, 1)
+        self.register_buffer("qweight", torch.zeros(rows, out_features, dtype=torch.int32, device=device))
+        self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def quantize(weight: torch.Tensor) -> formats.LowBitWeight:
+        return formats.quantize_binary(weight)
+
+    def load_packed(self, packed: formats.LowBitWeight) -> None:
+        if packed.bits != 1 or not torch.equal(packed.pos_scale, packed.neg_scale):
+            raise ValueError("packed: expected 1-bit codes with pos_scale == neg_scale (a binary weight)")
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("scale", packed.pos_scale.contiguous())
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_lowbit(self.qweight, self.scale, self.scale, 1, self.in_features)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return lowbit_weight_mm(x, self.qweight, self.scale, self.scale, 1, self.bias)
+
+
+class TernaryLinear(QuantizedLinear):
+    """Ternary weights {−neg_n, 0, +pos_n}, 2 bits per weight (formats: ternary). TWN when
+    ``asymmetric`` is False (pos = neg), TTQ-style values when True."""
+
+    options_keys = ("asymmetric",)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        asymmetric: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.asymmetric = asymmetric
+        rows = formats.words_per_column(in_features, 2)
+        self.register_buffer("qweight", torch.zeros(rows, out_features, dtype=torch.int32, device=device))
+        self.register_buffer("pos_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.register_buffer("neg_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def quantize(weight: torch.Tensor, asymmetric: bool = False) -> formats.LowBitWeight:
+        return formats.quantize_ternary(weight, asymmetric)
+
+    def load_packed(self, packed: formats.LowBitWeight) -> None:
+        if packed.bits != 2:
+            raise ValueError(f"packed: expected 2-bit ternary codes, got bits={packed.bits}")
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("pos_scale", packed.pos_scale.contiguous())
+        self.register_buffer("neg_scale", packed.neg_scale.contiguous())
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_lowbit(self.qweight, self.pos_scale, self.neg_scale, 2, self.in_features)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return lowbit_weight_mm(x, self.qweight, self.pos_scale, self.neg_scale, 2, self.bias)
+
+
+class CodebookLinear(QuantizedLinear):
+    """Weights shared through a per-layer codebook of 2^bits centroids (formats: codebook)."""
+
+    options_keys = ("bits",)
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, bits: int = 4, device=None, dtype=None
+    ):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.bits = bits
+        rows = formats.words_per_column(in_features, formats.storage_bits(bits))
+        self.register_buffer("qweight", torch.zeros(rows, out_features, dtype=torch.int32, device=device))
+        self.register_buffer("codebook", torch.zeros(2**bits, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def quantize(
+        weight: torch.Tensor, bits: int = 4, iterations: int = formats.KMEANS_ITERATIONS
+    ) -> formats.CodebookWeight:
+        return formats.quantize_codebook(weight, bits, iterations)
+
+    def load_packed(self, packed: formats.CodebookWeight) -> None:
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("codebook", packed.codebook.contiguous())
+        self.bits = packed.bits
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_codebook(self.qweight, self.codebook, self.bits, self.in_features)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return codebook_mm(x, self.qweight, self.codebook, self.bits, self.bias)
+
+
 # ----------------------------------------------------------------------------- Conv2d
 
 
@@ -286,13 +387,20 @@ class QuantizedConv2d(nn.Module):
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, linear_class: type[QuantizedLinear], **options: Any) -> QuantizedConv2d:
+        """Quantize ``conv``'s (N, C·kh·kw) weight with ``linear_class`` and ``options``."""
+        return cls.wrap(conv, lambda weight, bias: linear_class.from_weight(weight, bias, **options))
+
+    @classmethod
+    def wrap(
+        cls, conv: nn.Conv2d, quantize: Callable[[torch.Tensor, torch.Tensor | None], QuantizedLinear]
+    ) -> QuantizedConv2d:
+        """``conv`` with its weight, reshaped to (N, C·kh·kw), turned into ``quantize(weight, bias)``."""
         if conv.groups != 1 or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
             raise ValueError(
                 "conv: expected groups=1, numeric padding and padding_mode='zeros', got "
                 f"groups={conv.groups}, padding={conv.padding!r}, padding_mode={conv.padding_mode!r}"
             )
-        weight = conv.weight.reshape(conv.out_channels, -1)
-        linear = linear_class.from_weight(weight, conv.bias, **options)
+        linear = quantize(conv.weight.reshape(conv.out_channels, -1), conv.bias)
         return cls(linear, conv.in_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
 
     def to_dense(self) -> nn.Conv2d:
@@ -344,6 +452,9 @@ LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {
         Int8WeightOnlyLinear,
         Int8DynamicActivationInt8WeightLinear,
         Int4WeightOnlyLinear,
+        BinaryLinear,
+        TernaryLinear,
+        CodebookLinear,
     )
 }
 

@@ -10,8 +10,8 @@ The sum is exact in int32 for K ≤ MAX_K = ⌊(2^31 − 1) / 127²⌋, so kerne
 only by the fp32 epilogue and the final rounding. Two passes (Xiao et al., SmoothQuant 2022;
 ``torch._int_mm`` needs the same first pass):
 
-1. ``_quantize_per_token_kernel``: one program per row, a max-abs pass over K then a quantize
-   pass, writing qx (M, K) int8 and s (M,) fp32. Matches :func:`quantize_per_token_reference`
+1. ``_quantize_per_token_kernel``: a block of rows per program, a max-abs pass over K then a
+   quantize pass, writing qx (M, K) int8 and s (M,) fp32. Matches :func:`quantize_per_token_reference`
    bit for bit (``div_rn`` and an explicit round-half-to-even, not the GPU's approximate division).
 2. ``_int8_mm_kernel``: grouped (BLOCK_M × BLOCK_N) output tiles, ``tl.dot`` on int8 operands
    accumulating int32 (K-major int8 B, as Hopper's int8 wgmma wants), epilogue in fp32.
@@ -32,12 +32,13 @@ from slimtorch.quant.int8_mm import check_int8_weight_args
 
 MAX_K = (2**31 - 1) // (INT8_MAX * INT8_MAX)  # int32 accumulation cannot overflow up to this K
 QUANT_BLOCK_K = 1024  # K chunk of the per-token quantizer (two passes over each row)
+QUANT_TILE = 4096  # elements per quantizer tile: BLOCK_M = QUANT_TILE / BLOCK_K rows per program (unmeasured)
 
 _MM_KEY = ["M_BUCKET", "N", "K"]
 # First entry: the interpreter's config, valid for every shape. int8 mma needs BLOCK_K >= 32.
 INT8_MM_CONFIGS = autotune_configs(
     [
-        triton.Config({"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=3),
+        triton.Config({"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=3),
         triton.Config({"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=4, num_stages=4),
         triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, num_warps=8, num_stages=3),
@@ -63,26 +64,34 @@ def _quantize_per_token_kernel(
     x_ptr,
     q_ptr,
     scale_ptr,
+    M,
     K,
     stride_xm,
     stride_xk,
+    BLOCK_M: tl.constexpr,
     BLOCK_K: tl.constexpr,
 ):
-    row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * stride_xm
-    amax = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    """BLOCK_M rows per program: a max-abs pass over K, then a quantize pass."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_mask = rows < M
+    x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm
+    amax = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_row + offs * stride_xk, mask=offs < K, other=0.0).to(tl.float32)
+        mask = row_mask[:, None] & (offs < K)[None, :]
+        x = tl.load(x_rows + offs[None, :] * stride_xk, mask=mask, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.abs(x))
-    row_max = tl.max(amax, axis=0)
+    row_max = tl.max(amax, axis=1)
     scale = tl.where(row_max > 0.0, tl.math.div_rn(row_max, 127.0), 1.0)
-    tl.store(scale_ptr + row, scale)
+    tl.store(scale_ptr + rows, scale, mask=row_mask)
+    q_rows = q_ptr + rows.to(tl.int64)[:, None] * K
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_row + offs * stride_xk, mask=offs < K, other=0.0).to(tl.float32)
-        q = tl.minimum(tl.maximum(_round_half_even(tl.math.div_rn(x, scale)), -127.0), 127.0)
-        tl.store(q_ptr + row * K + offs, q.to(tl.int8), mask=offs < K)
+        mask = row_mask[:, None] & (offs < K)[None, :]
+        x = tl.load(x_rows + offs[None, :] * stride_xk, mask=mask, other=0.0).to(tl.float32)
+        q = _round_half_even(tl.math.div_rn(x, scale[:, None]))
+        q = tl.minimum(tl.maximum(q, -127.0), 127.0)
+        tl.store(q_rows + offs[None, :], q.to(tl.int8), mask=mask)
 
 
 @triton.jit
@@ -147,7 +156,9 @@ def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = empty_output((m,), dtype=torch.float32, device=x.device)
     if m:
         block_k = min(QUANT_BLOCK_K, triton.next_power_of_2(k))
-        _quantize_per_token_kernel[(m,)](x, q, scale, k, x.stride(0), x.stride(1), BLOCK_K=block_k)
+        block_m = min(max(1, QUANT_TILE // block_k), triton.next_power_of_2(m))
+        grid = (triton.cdiv(m, block_m),)
+        _quantize_per_token_kernel[grid](x, q, scale, m, k, x.stride(0), x.stride(1), BLOCK_M=block_m, BLOCK_K=block_k)
     return q, scale
 
 
