@@ -3,7 +3,8 @@
 Formats (``formats``): int8 per-channel, int4 group-wise (+ GPTQ import/export), W8A8 dynamic,
 binary, ternary, codebook. Ops (``slimtorch::*`` custom ops: Triton on CUDA, references on CPU)
 are re-exported here; model level: ``quantize_(model, config)`` with the configs below, and
-``to_safetensors`` / ``load_quantized``. Importing registers the package's compression formats.
+``to_safetensors`` / ``load_quantized``; QAT: ``prepare_qat`` / ``convert_qat``. Importing
+registers the package's compression formats.
 """
 
 from functools import partial
@@ -36,6 +37,15 @@ from slimtorch.quant.layers import (
     TernaryLinear,
 )
 from slimtorch.quant.lowbit_mm import lowbit_weight_mm
+from slimtorch.quant.qat import (
+    DoReFaConfig,
+    FakeQuantConv2d,
+    FakeQuantLinear,
+    LSQConfig,
+    TTQConfig,
+    convert_qat,
+    prepare_qat,
+)
 from slimtorch.quant.w8a8_mm import quantize_per_token, w8a8_linear
 
 __all__ = [
@@ -43,23 +53,30 @@ __all__ = [
     "BinaryWeightConfig",
     "CodebookLinear",
     "CodebookWeightConfig",
+    "DoReFaConfig",
+    "FakeQuantConv2d",
+    "FakeQuantLinear",
     "Int4WeightOnlyConfig",
     "Int4WeightOnlyLinear",
     "Int8DynamicActivationInt8WeightConfig",
     "Int8DynamicActivationInt8WeightLinear",
     "Int8WeightOnlyConfig",
     "Int8WeightOnlyLinear",
+    "LSQConfig",
     "QuantizeReport",
     "QuantizedConv2d",
     "QuantizedLinear",
+    "TTQConfig",
     "TernaryLinear",
     "TernaryWeightConfig",
     "WeightConfig",
     "codebook_mm",
+    "convert_qat",
     "int4_weight_mm",
     "int8_weight_mm",
     "load_quantized",
     "lowbit_weight_mm",
+    "prepare_qat",
     "quantize_",
     "quantize_per_token",
     "to_safetensors",
