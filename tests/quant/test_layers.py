@@ -137,6 +137,14 @@ def test_quantized_conv_channels_last_and_state_dict(device):
     assert torch.equal(fresh(x), out)
 
 
+def test_quantized_conv_compiles_fullgraph(device):
+    conv = nn.Conv2d(4, 12, 3, stride=2, padding=1)
+    qconv = layers.QuantizedConv2d.from_dense(conv, layers.TernaryLinear).to(device)
+    x = randn((2, 4, 9, 7), device=device, seed=5)
+    compiled = torch.compile(qconv, fullgraph=True, backend="aot_eager")
+    assert_rel_close(compiled(x), qconv(x), REL_BOUND[torch.float32])
+
+
 def test_quantized_conv_rejects_grouped_and_mismatched():
     with pytest.raises(ValueError, match=r"conv: expected groups=1, numeric padding .* got groups=4"):
         layers.QuantizedConv2d.from_dense(nn.Conv2d(8, 8, 3, groups=4), layers.Int8WeightOnlyLinear)

@@ -244,8 +244,8 @@ def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Every quantized layer (linear or conv; not the linear inside a conv) by name."""
     found: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        inside_conv = any(name.startswith(f"{conv}.") for conv in found if isinstance(found[conv], QuantizedConv2d))
-        if isinstance(module, (QuantizedLinear, QuantizedConv2d)) and not inside_conv:
+        parent = found.get(name.rpartition(".")[0])
+        if isinstance(module, (QuantizedLinear, QuantizedConv2d)) and not isinstance(parent, QuantizedConv2d):
             found[name] = module
     return found
 
@@ -266,8 +266,7 @@ def load_quantized(path: str | Path, model: nn.Module) -> nn.Module:
     if METADATA_KEY not in metadata:
         raise ValueError(f"path: {path} has no {METADATA_KEY!r} metadata; was it written by to_safetensors?")
     for name, description in json.loads(metadata[METADATA_KEY]).items():
-        old = model.get_submodule(name) if name else model
-        device = next(iter(old.parameters()), torch.empty(0)).device
+        device = next(iter(model.get_submodule(name).parameters()), torch.empty(0)).device
         model = replace_module(model, name, build_layer(description, device))
     device = next(iter(model.buffers()), torch.empty(0)).device
     model.load_state_dict(safetensors.torch.load_file(str(path), device=str(device)), strict=True, assign=False)
