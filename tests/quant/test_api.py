@@ -132,4 +132,6 @@ def test_quantized_cnn_runs_on_gpu_kernels(config):
         out = model(x)
         with reference_only():
             ref = model(x)
-    assert sqnr(ref, out) > 60
+    # fp32 activations: the weight-only kernels use tf32 dots, W8A8 may round a re-quantized
+    # activation the other way after a tiny upstream difference; a wrong kernel gives < 10 dB
+    assert sqnr(ref, out) > 40

@@ -166,7 +166,9 @@ def test_converted_cnn_on_kernels_matches_the_fake_quant_model(device, config):
         fake = model(x)
         converted = qat.convert_qat(model)
         assert isinstance(converted[0], layers.QuantizedConv2d)
-        assert_rel_close(converted(x), fake, REL_BOUND[torch.float32])
+        # on a GPU both sides use tf32 for fp32 (cuDNN convolutions, our dots): allow both errors
+        bound = REL_BOUND[torch.float32] * (3 if device == "cuda" else 1)
+        assert_rel_close(converted(x), fake, bound)
 
 
 def test_prepare_qat_report_and_errors():
