@@ -1,0 +1,62 @@
+"""int8 weight-only GEMM: ``y = x · (q · s)ᵀ (+ bias)`` for fp16/bf16/fp32 activations.
+
+Weights (:func:`slimtorch.quant.formats.quantize_int8`): ``qweight (N, K) int8`` in [−127, 127],
+K contiguous, and per-output-channel ``scale (N,)``. The kernel (``dequant_mm``, FORMAT "int8")
+feeds q to the tensor cores unscaled (integers ≤ 127 are exact in fp16 and bf16) and multiplies
+the fp32 accumulator by s_n once in the epilogue: y[m, n] = s_n · Σ_k x[m, k] q[n, k] + b[n].
+Half the weight bytes of fp16, so at batch 1 (memory-bound) up to 2x faster than an fp16 GEMV.
+"""
+
+from typing import Optional
+
+import torch
+
+from slimtorch.core.checks import check_tensor
+from slimtorch.core.library import kernel_op
+from slimtorch.quant.dequant_mm import (
+    check_activation,
+    check_bias,
+    check_channel_vector,
+    check_devices,
+    compute_dtype,
+    launch_dequant_mm,
+    linear_reference,
+)
+from slimtorch.quant.formats import dequantize_int8
+
+
+def check_int8_weight_args(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    bias: Optional[torch.Tensor],
+    scale_name: str = "scale",
+) -> None:
+    """x (M, K) float, qweight (N, K) int8 contiguous, a per-channel scale (N,), bias (N,) or None."""
+    _, k = check_activation(x)
+    check_tensor(qweight, "qweight", ndim=2, dtype=torch.int8, contiguous=True)
+    n = qweight.shape[0]
+    check_tensor(qweight, "qweight", shape=(n, k))
+    check_channel_vector(scale, scale_name, n)
+    check_bias(bias, n)
+    check_devices(x, qweight=qweight, bias=bias, **{scale_name: scale})
+
+
+def _check_int8_weight_mm(
+    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> None:
+    check_int8_weight_args(x, qweight, scale, bias)
+
+
+@kernel_op("slimtorch::int8_weight_mm", reference="int8_weight_mm_reference", check=_check_int8_weight_mm)
+def int8_weight_mm(
+    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """x (M, K) · dequant(qweight (N, K), scale (N,))ᵀ + bias (N,) → (M, N) in x's dtype."""
+    return launch_dequant_mm(x, "int8", 8, qweight, scale, None, bias, qweight.shape[0])
+
+
+def int8_weight_mm_reference(
+    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    return linear_reference(x, dequantize_int8(qweight, scale, dtype=compute_dtype(x)), bias)

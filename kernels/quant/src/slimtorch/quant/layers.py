@@ -1,0 +1,471 @@
+"""Drop-in quantized layers: ``y = x · Wᵀ + b`` with W stored packed (buffers, so ``state_dict``
+holds the packed form) and multiplied by the kernels of this package.
+
+Every linear layer takes x (..., K) in fp16, bf16 or fp32 and returns (..., N) in x's dtype; on
+CPU tensors the ops run their references (dequantise, then matmul in fp32). ``from_dense`` /
+``from_weight`` quantize, ``to_dense`` dequantizes, ``compressed_num_params`` counts the N·K
+weights (+ N bias) the layer still represents. ``.to(dtype)`` casts the float buffers (bias,
+scales, codebook) like any module; packed integer buffers never change.
+
+Conv2d: :class:`QuantizedConv2d` wraps any of the linear layers (K = C·kh·kw) and computes the
+convolution as a GEMM over rows of pixels. 1x1 convolutions without padding use the pixels
+themselves, channels last (B·Ho·Wo, C) (a view when the input is channels_last); k×k convolutions
+(groups = 1) go through ``F.unfold`` (im2col). The output is returned as an NCHW tensor in
+channels_last memory (no copy). Grouped and depthwise convolutions are not converted: each
+group's K is tiny (9 for a 3x3 depthwise), the layers hold a few percent of a MobileNet's
+weights and are bound by activation traffic, so quantizing their weights saves nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimtorch.quant import formats
+from slimtorch.quant.codebook_mm import codebook_mm
+from slimtorch.quant.int4_mm import int4_weight_mm
+from slimtorch.quant.int8_mm import int8_weight_mm
+from slimtorch.quant.lowbit_mm import lowbit_weight_mm
+from slimtorch.quant.w8a8_mm import w8a8_linear
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+class QuantizedLinear(nn.Module):
+    """Base of the quantized linear layers; subclasses define the buffers and the op."""
+
+    options_keys: ClassVar[tuple[str, ...]] = ()  # constructor options saved with the model
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device=None, dtype=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        bias_tensor = torch.zeros(out_features, device=device, dtype=dtype or torch.float32) if bias else None
+        self.register_buffer("bias", bias_tensor)
+
+    # --- what a format defines
+    @staticmethod
+    def quantize(weight: torch.Tensor, **options: Any) -> tuple:
+        raise NotImplementedError
+
+    def load_packed(self, packed: tuple) -> None:
+        raise NotImplementedError
+
+    def dequantize(self) -> torch.Tensor:
+        """The (N, K) float32 weight the layer multiplies by."""
+        raise NotImplementedError
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """x (M, K) → (M, N) through this format's op."""
+        raise NotImplementedError
+
+    # --- shared
+    def options(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in self.options_keys}
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, **options: Any) -> QuantizedLinear:
+        """Quantize an (N, K) weight (the bias is kept in its dtype)."""
+        n, k = weight.shape
+        return cls.from_packed(cls.quantize(weight.detach(), **options), k, n, bias, **options)
+
+    @classmethod
+    def from_packed(
+        cls, packed: tuple, in_features: int, out_features: int, bias: torch.Tensor | None = None, **options: Any
+    ) -> QuantizedLinear:
+        """Wrap an already quantized weight (the tuple its ``quantize`` returns)."""
+        dtype = bias.dtype if bias is not None else None
+        layer = cls(in_features, out_features, bias is not None, device=packed[0].device, dtype=dtype, **options)
+        layer.load_packed(packed)
+        if bias is not None:
+            layer.bias.copy_(bias.detach())
+        return layer
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, **options: Any) -> QuantizedLinear:
+        return cls.from_weight(linear.weight, linear.bias, **options)
+
+    def to_dense(self) -> nn.Linear:
+        weight = self.dequantize()
+        dtype = self.bias.dtype if self.bias is not None else weight.dtype
+        linear = nn.Linear(
+            self.in_features, self.out_features, self.bias is not None, device=weight.device, dtype=dtype
+        )
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            if self.bias is not None:
+                linear.bias.copy_(self.bias)
+        return linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.matmul(x.reshape(-1, self.in_features))
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def compressed_num_params(self) -> int:
+        return self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
+
+    def describe(self) -> dict[str, Any]:
+        """What :func:`build_layer` needs to recreate an empty layer of this shape (JSON-able)."""
+        options = {k: dtype_name(v) if isinstance(v, torch.dtype) else v for k, v in self.options().items()}
+        return {
+            "class": type(self).__name__,
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+            **options,
+        }
+
+    def extra_repr(self) -> str:
+        options = "".join(f", {k}={v}" for k, v in self.options().items())
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}{options}"
+        )
+
+
+class Int8WeightOnlyLinear(QuantizedLinear):
+    """int8 weights, per-output-channel scales (formats: int8); fp activations."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.register_buffer("qweight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def quantize(weight: torch.Tensor) -> formats.Int8Weight:
+        return formats.quantize_int8(weight)
+
+    def load_packed(self, packed: formats.Int8Weight) -> None:
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("scale", packed.scale.contiguous())
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_int8(self.qweight, self.scale)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return int8_weight_mm(x, self.qweight, self.scale, self.bias)
+
+
+class Int8DynamicActivationInt8WeightLinear(Int8WeightOnlyLinear):
+    """W8A8: the int8 weights above, activations quantized per token (row) at run time."""
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return w8a8_linear(x, self.qweight, self.scale, self.bias)
+
+
+class Int4WeightOnlyLinear(QuantizedLinear):
+    """int4 weights in groups of ``group_size`` along K with scale and zero point (formats: int4)."""
+
+    options_keys = ("group_size", "scale_dtype")
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        group_size: int = 128,
+        scale_dtype: torch.dtype | str = torch.float16,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        formats.check_group_size(in_features, group_size)
+        self.group_size = group_size
+        self.scale_dtype = _DTYPES[scale_dtype] if isinstance(scale_dtype, str) else scale_dtype
+        groups = in_features // group_size
+        self.register_buffer("qweight", torch.zeros(in_features // 8, out_features, dtype=torch.int32, device=device))
+        self.register_buffer("scale", torch.ones(groups, out_features, dtype=self.scale_dtype, device=device))
+        self.register_buffer("zero", torch.zeros(groups, out_features, dtype=torch.uint8, device=device))
+
+    @staticmethod
+    def quantize(
+        weight: torch.Tensor, group_size: int = 128, scale_dtype: torch.dtype = torch.float16
+    ) -> formats.Int4Weight:
+        return formats.quantize_int4(weight, group_size, scale_dtype)
+
+    def load_packed(self, packed: formats.Int4Weight) -> None:
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("scale", packed.scale.contiguous())
+        self.register_buffer("zero", packed.zero.contiguous())
+        self.group_size = packed.group_size
+        self.scale_dtype = packed.scale.dtype
+
+    @classmethod
+    def from_gptq(
+        cls,
+        qweight: torch.Tensor,
+        qzeros: torch.Tensor,
+        scales: torch.Tensor,
+        g_idx: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        version: str = "v1",
+    ) -> Int4WeightOnlyLinear:
+        """A GPTQ 4-bit checkpoint's tensors as a layer (see :func:`slimtorch.quant.formats.from_gptq`)."""
+        packed = formats.from_gptq(qweight, qzeros, scales, g_idx, version)
+        k, n = packed.qweight.shape[0] * 8, packed.qweight.shape[1]
+        return cls.from_packed(packed, k, n, bias, group_size=packed.group_size, scale_dtype=packed.scale.dtype)
+
+    def to_gptq(self, version: str = "v1") -> dict[str, torch.Tensor]:
+        return formats.to_gptq(self.packed(), version)
+
+    def packed(self) -> formats.Int4Weight:
+        return formats.Int4Weight(self.qweight, self.scale, self.zero, self.group_size)
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_int4(*self.packed())
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return int4_weight_mm(x, self.qweight, self.scale, self.zero, self.group_size, self.bias)
+
+
+class BinaryLinear(QuantizedLinear):
+    """BWN / XNOR-Net weights: W = α_n · sign(W), 1 bit per weight (formats: binary)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        rows = formats.words_per_column(in_features, 1)
+        self.register_buffer("qweight", torch.zeros(rows, out_features, dtype=torch.int32, device=device))
+        self.register_buffer("scale", torch.ones(out_features, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def quantize(weight: torch.Tensor) -> formats.LowBitWeight:
+        return formats.quantize_binary(weight)
+
+    def load_packed(self, packed: formats.LowBitWeight) -> None:
+        if packed.bits != 1 or not torch.equal(packed.pos_scale, packed.neg_scale):
+            raise ValueError("packed: expected 1-bit codes with pos_scale == neg_scale (a binary weight)")
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("scale", packed.pos_scale.contiguous())
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_lowbit(self.qweight, self.scale, self.scale, 1, self.in_features)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return lowbit_weight_mm(x, self.qweight, self.scale, self.scale, 1, self.bias)
+
+
+class TernaryLinear(QuantizedLinear):
+    """Ternary weights {−neg_n, 0, +pos_n}, 2 bits per weight (formats: ternary). TWN when
+    ``asymmetric`` is False (pos = neg), TTQ-style values when True."""
+
+    options_keys = ("asymmetric",)
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        asymmetric: bool = False,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.asymmetric = asymmetric
+        rows = formats.words_per_column(in_features, 2)
+        self.register_buffer("qweight", torch.zeros(rows, out_features, dtype=torch.int32, device=device))
+        self.register_buffer("pos_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.register_buffer("neg_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def quantize(weight: torch.Tensor, asymmetric: bool = False) -> formats.LowBitWeight:
+        return formats.quantize_ternary(weight, asymmetric)
+
+    def load_packed(self, packed: formats.LowBitWeight) -> None:
+        if packed.bits != 2:
+            raise ValueError(f"packed: expected 2-bit ternary codes, got bits={packed.bits}")
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("pos_scale", packed.pos_scale.contiguous())
+        self.register_buffer("neg_scale", packed.neg_scale.contiguous())
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_lowbit(self.qweight, self.pos_scale, self.neg_scale, 2, self.in_features)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return lowbit_weight_mm(x, self.qweight, self.pos_scale, self.neg_scale, 2, self.bias)
+
+
+class CodebookLinear(QuantizedLinear):
+    """Weights shared through a per-layer codebook of 2^bits centroids (formats: codebook)."""
+
+    options_keys = ("bits",)
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, *, bits: int = 4, device=None, dtype=None
+    ):
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+        self.bits = bits
+        rows = formats.words_per_column(in_features, formats.storage_bits(bits))
+        self.register_buffer("qweight", torch.zeros(rows, out_features, dtype=torch.int32, device=device))
+        self.register_buffer("codebook", torch.zeros(2**bits, dtype=torch.float32, device=device))
+
+    @staticmethod
+    def quantize(
+        weight: torch.Tensor, bits: int = 4, iterations: int = formats.KMEANS_ITERATIONS
+    ) -> formats.CodebookWeight:
+        return formats.quantize_codebook(weight, bits, iterations)
+
+    def load_packed(self, packed: formats.CodebookWeight) -> None:
+        self.register_buffer("qweight", packed.qweight.contiguous())
+        self.register_buffer("codebook", packed.codebook.contiguous())
+        self.bits = packed.bits
+
+    def dequantize(self) -> torch.Tensor:
+        return formats.dequantize_codebook(self.qweight, self.codebook, self.bits, self.in_features)
+
+    def matmul(self, x: torch.Tensor) -> torch.Tensor:
+        return codebook_mm(x, self.qweight, self.codebook, self.bits, self.bias)
+
+
+# ----------------------------------------------------------------------------- Conv2d
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def conv2d_as_gemm(
+    x: torch.Tensor,
+    gemm: Callable[[torch.Tensor], torch.Tensor],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> torch.Tensor:
+    """conv2d(x, W) for groups = 1 as ``gemm(rows) = rows · Wᵀ (+ b)``, W reshaped to (N, C·kh·kw).
+
+    rows are (B·Ho·Wo, C·kh·kw): the channels-last pixels for an unpadded 1x1 kernel (strided by
+    slicing), else ``F.unfold``'s patches, whose (C, kh, kw) order matches ``weight.reshape(N, -1)``.
+    """
+    unbatched = x.dim() == 3
+    if unbatched:
+        x = x.unsqueeze(0)
+    b, c, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
+    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
+        rows = x[:, :, ::sh, ::sw].permute(0, 2, 3, 1).reshape(b * ho * wo, c)
+    else:
+        rows = F.unfold(x, (kh, kw), (dh, dw), (ph, pw), (sh, sw)).transpose(1, 2).reshape(b * ho * wo, c * kh * kw)
+    y = gemm(rows)
+    y = y.reshape(b, ho, wo, y.shape[-1]).permute(0, 3, 1, 2)
+    return y.squeeze(0) if unbatched else y
+
+
+class QuantizedConv2d(nn.Module):
+    """A groups = 1 Conv2d whose (N, C·kh·kw) weight lives in a quantized linear layer ``linear``."""
+
+    def __init__(
+        self,
+        linear: QuantizedLinear,
+        in_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+    ):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size)
+        if linear.in_features != in_channels * self.kernel_size[0] * self.kernel_size[1]:
+            raise ValueError(
+                f"linear: expected in_features = in_channels·kh·kw = {in_channels}·{self.kernel_size[0]}·"
+                f"{self.kernel_size[1]}, got {linear.in_features}"
+            )
+        self.linear = linear
+        self.in_channels = in_channels
+        self.out_channels = linear.out_features
+        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, linear_class: type[QuantizedLinear], **options: Any) -> QuantizedConv2d:
+        """Quantize ``conv``'s (N, C·kh·kw) weight with ``linear_class`` and ``options``."""
+        return cls.wrap(conv, lambda weight, bias: linear_class.from_weight(weight, bias, **options))
+
+    @classmethod
+    def wrap(
+        cls, conv: nn.Conv2d, quantize: Callable[[torch.Tensor, torch.Tensor | None], QuantizedLinear]
+    ) -> QuantizedConv2d:
+        """``conv`` with its weight, reshaped to (N, C·kh·kw), turned into ``quantize(weight, bias)``."""
+        if conv.groups != 1 or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+            raise ValueError(
+                "conv: expected groups=1, numeric padding and padding_mode='zeros', got "
+                f"groups={conv.groups}, padding={conv.padding!r}, padding_mode={conv.padding_mode!r}"
+            )
+        linear = quantize(conv.weight.reshape(conv.out_channels, -1), conv.bias)
+        return cls(linear, conv.in_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
+
+    def to_dense(self) -> nn.Conv2d:
+        dense = self.linear.to_dense()
+        conv = nn.Conv2d(
+            self.in_channels,
+            self.out_channels,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.dilation,
+            bias=dense.bias is not None,
+            device=dense.weight.device,
+            dtype=dense.weight.dtype,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(dense.weight.reshape(conv.weight.shape))
+            if dense.bias is not None:
+                conv.bias.copy_(dense.bias)
+        return conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d_as_gemm(x, self.linear, self.kernel_size, self.stride, self.padding, self.dilation)
+
+    def compressed_num_params(self) -> int:
+        return self.linear.compressed_num_params()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "in_channels": self.in_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "dilation": list(self.dilation),
+            "linear": self.linear.describe(),
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}"
+        )
+
+
+LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {
+    cls.__name__: cls
+    for cls in (
+        Int8WeightOnlyLinear,
+        Int8DynamicActivationInt8WeightLinear,
+        Int4WeightOnlyLinear,
+        BinaryLinear,
+        TernaryLinear,
+        CodebookLinear,
+    )
+}
+
+
+def build_layer(description: dict[str, Any], device: torch.device | str | None = None) -> nn.Module:
+    """An empty (zero-filled) layer from :meth:`describe`'s output, ready for ``load_state_dict``."""
+    description = dict(description)
+    name = description.pop("class")
+    if name == QuantizedConv2d.__name__:
+        linear = build_layer(description.pop("linear"), device)
+        return QuantizedConv2d(linear, **description)
+    if name not in LINEAR_CLASSES:
+        raise ValueError(f"class: unknown quantized layer {name!r}; known: {sorted(LINEAR_CLASSES)}")
+    return LINEAR_CLASSES[name](device=device, **description)
