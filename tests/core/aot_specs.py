@@ -21,6 +21,7 @@ def aot_specs(quick: bool):
             {"x_ptr": f"*{dtype}", "y_ptr": f"*{dtype}", "out_ptr": f"*{dtype}"},
             {"BLOCK": 64},
             scalars={"alpha": "fp32"},
+            aligned=("x_ptr", "y_ptr", "out_ptr", "n") if dtype == "fp16" else (),
         )
     for activation in ACTIVATIONS:
         yield KernelSpec(

@@ -35,10 +35,8 @@ import triton.language as tl
 
 from slimtorch.core.checks import check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
+from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
-from slimtorch.quant._interpreter import dot_in_fp32, patch_interpreter_index
-
-patch_interpreter_index()
 
 ACTIVATION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 SCALE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
@@ -175,7 +173,7 @@ def _dequant_mm_kernel(
     BITS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     SPLIT_K: tl.constexpr,
-    DOT_IN_FP32: tl.constexpr,  # interpreter only: see slimtorch.quant._interpreter
+    DOT_IN_FP32: tl.constexpr,  # interpreter + bf16 only: see slimtorch.core.triton_compat
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
@@ -205,7 +203,7 @@ def _dequant_mm_kernel(
         w = _decode_weight_tile(
             w_ptr, scale_ptr, aux_ptr, pos, neg, k0, offs_n, mask_n, N, K, GROUP_SIZE, FORMAT, BITS, BLOCK_K
         )
-        acc = tl.dot(a.to(tl.float32), w, acc) if DOT_IN_FP32 else tl.dot(a, w.to(a.dtype), acc)
+        acc = dot_acc(a, w.to(a.dtype), acc, DOT_IN_FP32)
 
     if FORMAT == "int8":
         acc = acc * tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
@@ -333,7 +331,7 @@ def launch_dequant_mm(
         BITS=bits,
         HAS_BIAS=bias is not None,
         SPLIT_K=split_k,
-        DOT_IN_FP32=dot_in_fp32(x.dtype),
+        DOT_IN_FP32=upcast_dot_operands(x.dtype),
     )
     if split_k > 1:
         block_m, block_n = 16, 64

@@ -30,7 +30,9 @@ import triton
 @dataclass(frozen=True)
 class KernelSpec:
     """One specialisation: runtime arguments named in ``pointers`` are pointers (e.g. "*fp16"),
-    in ``scalars`` scalars of that type (e.g. "fp32"), every other runtime argument is "i32"."""
+    in ``scalars`` scalars of that type (e.g. "fp32"), every other runtime argument is "i32".
+    Arguments named in ``aligned`` are specialised as multiples of 16 (as Triton does at run time
+    for aligned pointers, strides and sizes), which changes the generated code."""
 
     name: str
     kernel: object  # the decorated kernel: a JITFunction, possibly under autotune/heuristics
@@ -39,6 +41,7 @@ class KernelSpec:
     num_warps: int = 4
     num_stages: int = 3
     scalars: dict[str, str] = field(default_factory=dict)
+    aligned: tuple[str, ...] = ()
 
     @classmethod
     def from_config(
@@ -49,6 +52,7 @@ class KernelSpec:
         constexprs: dict[str, object],
         config: triton.Config,
         scalars: dict[str, str] | None = None,
+        aligned: tuple[str, ...] = (),
     ) -> KernelSpec:
         """A spec for one autotune ``config`` (its kwargs join the constexprs)."""
         return cls(
@@ -59,6 +63,7 @@ class KernelSpec:
             config.num_warps,
             config.num_stages,
             dict(scalars or {}),
+            tuple(aligned),
         )
 
 
@@ -85,9 +90,11 @@ def compile_spec(spec: KernelSpec, arch: int = 90) -> bytes:
     }
     constexprs = {name: value for name, value in spec.constexprs.items() if name in jit.arg_names}
     unknown = set(spec.constexprs) - set(jit.arg_names)
+    unknown |= set(spec.aligned) - set(jit.arg_names)
     if unknown:
-        raise ValueError(f"{spec.name}: constexprs {sorted(unknown)} are not arguments of {jit.__name__}")
-    source = ASTSource(jit, signature, constexprs=constexprs)
+        raise ValueError(f"{spec.name}: {sorted(unknown)} are not arguments of {jit.__name__}")
+    attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(jit.arg_names) if name in spec.aligned}
+    source = ASTSource(jit, signature, constexprs=constexprs, attrs=attrs)
     options = {"num_warps": spec.num_warps, "num_stages": spec.num_stages}
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     return compiled.asm["cubin"]
