@@ -7,6 +7,16 @@ from slimtorch.compress import cli, demo
 from slimtorch.core import reference_only
 
 
+try:
+    import slimtorch.zoo  # noqa: F401
+
+    HAS_ZOO = True
+except ImportError:  # slimtorch-compress installed alone (nox -s "tests_alone(package='compress')")
+    HAS_ZOO = False
+
+SECOND_MODEL = "slim_shufflenetv2_x0_5" if HAS_ZOO else "mobilenetv2_050"  # a zoo or a timm model
+
+
 @pytest.fixture(scope="module")
 def rows():
     with reference_only():  # the demo measures real models; kernels are tested elsewhere
@@ -59,6 +69,8 @@ def test_cli_demo_end_to_end(tmp_path, capsys):
         cli.main(
             [
                 "demo",
+                "--model",
+                f"small-cnn,{SECOND_MODEL}",
                 "--device",
                 "cpu",
                 "--batch",
@@ -74,8 +86,15 @@ def test_cli_demo_end_to_end(tmp_path, capsys):
         )
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "| float32 | baseline |" in out and "| bf16 | core |" in out
+    assert out.count("| float32 | baseline |") == 2 and out.count("| bf16 | core |") == 2
     assert (tmp_path / "demo-small-cnn.png").is_file()
+    assert (tmp_path / f"demo-{SECOND_MODEL}.png").is_file()
+
+
+def test_default_models_are_the_zoos_mobilenetv2_and_shufflenetv2():
+    expected = ("slim_mobilenetv2_100", "slim_shufflenetv2_x1_0") if HAS_ZOO else ("small-cnn",)
+    assert demo.default_models() == expected
+    assert demo.default_image_size("slim_mobilenetv2_100") == 224 and demo.default_image_size("small-cnn") == 64
 
 
 def test_cli_formats_and_info(capsys):
