@@ -6,7 +6,6 @@ import pytest
 from slimtorch.compress import cli, demo
 from slimtorch.core import reference_only
 
-
 try:
     import slimtorch.zoo  # noqa: F401
 
