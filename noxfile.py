@@ -44,7 +44,9 @@ def _distributions() -> dict[str, dict]:
         if pyproject.parent.parent.name not in ("packages", "kernels", "models"):
             continue
         project = tomllib.loads(pyproject.read_text())["project"]
-        deps = [re.split(r"[\[=<>; ]", d)[0] for d in project.get("dependencies", [])]
+        # slimtorch distributions it needs to run, or to run its tests (its `test` extra)
+        needed = [*project.get("dependencies", []), *project.get("optional-dependencies", {}).get("test", [])]
+        deps = [re.split(r"[\[=<>; ]", d)[0] for d in needed]
         found[project["name"]] = {
             "path": pyproject.parent,
             "deps": [d for d in deps if d.startswith("slimtorch")],

@@ -3,8 +3,9 @@
 - **pruned**: a new architecture with its own per-layer widths, registered as
   ``<base>_pruned25`` / ``_pruned50`` (the widths structures live in the family modules:
   ``pruned_mobilenetv2_widths``, ``pruned_shufflenetv2_widths``, ``pruned_squeezenet_widths``);
-- **quantized / 2:4-sparse**: conversions of a trained float model by ``slimtorch.quant`` and
-  ``slimtorch.sparse``, named by a variant tag: ``apply_variant(model, "int8")`` or
+- **quantized / 2:4-sparse / fused**: conversions of a trained float model by ``slimtorch.quant``,
+  ``slimtorch.sparse`` and ``slimtorch.convops`` (BatchNorm folding and activation fusion for
+  deployment), named by a variant tag: ``apply_variant(model, "int8")`` or
   ``slimtorch.zoo.create_model(name, variant="int8")``. Those distributions are optional: a
   variant whose distribution is missing raises an ``ImportError`` naming it;
 - **distilled**: a base architecture trained with a :class:`DistillationRecipe` (the training
@@ -55,6 +56,13 @@ VARIANTS: dict[str, Variant] = {
             "slimtorch.quant",
             "int4 weights in groups of 32 along the input, float activations",
             lambda quant, model: quant.quantize_(model, quant.Int4WeightOnlyConfig(group_size=32)),
+        ),
+        Variant(
+            "fused",
+            "slimtorch-convops",
+            "slimtorch.convops",
+            "eval BatchNorm folded into the convolutions, activations fused into their epilogues",
+            lambda convops, model: convops.convert(convops.fold_bn(model)),
         ),
         Variant(
             "sparse24",
