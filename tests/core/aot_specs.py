@@ -1,5 +1,5 @@
-"""AOT specs for the core test kernels (see slimtorch.core.aot): the Triton kernels defined in
-tests/core/test_library.py and tests/core/test_activations.py, compiled for a real arch."""
+"""AOT specs for core's own Triton kernels (the split-K reduction of slimtorch.core.gemm) and the
+test kernels of tests/core/test_library.py and test_activations.py (see slimtorch.core.aot)."""
 
 import sys
 from pathlib import Path
@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_activations import _activation_kernel
 from test_library import _scale_add_kernel
 
+from slimtorch.core import gemm
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.aot import KernelSpec
 
@@ -29,4 +30,16 @@ def aot_specs(quick: bool):
             _activation_kernel,
             {"x_ptr": "*fp32", "out_ptr": "*fp32"},
             {"ACTIVATION": activation, "BLOCK": 128},
+        )
+    for dtype in ("fp16", "bf16", "fp32"):
+        yield KernelSpec(
+            f"splitk reduce {dtype}",
+            gemm._splitk_reduce_kernel,
+            {"partial_ptr": "*fp32", "bias_ptr": f"*{dtype}", "out_ptr": f"*{dtype}"},
+            {
+                "HAS_BIAS": True,
+                "ACTIVATION": "hardswish",
+                "BLOCK_M": gemm.REDUCE_BLOCK_M,
+                "BLOCK_N": gemm.REDUCE_BLOCK_N,
+            },
         )

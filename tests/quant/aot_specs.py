@@ -1,5 +1,5 @@
 """Every Triton kernel of slimtorch.quant as AOT specialisations (see slimtorch.core.aot): every
-weight format on both launch paths (split-K GEMV and tiles; dtypes in turn), the split-K sum, the
+weight format on both launch paths (split-K GEMV and tiles; dtypes in turn), the
 per-token quantizer and the int8 GEMM, with the meta-parameters the launchers pass and the
 arguments specialised as 16-divisible (as they are for aligned shapes). ``quick=False`` adds every
 autotune config."""
@@ -45,14 +45,6 @@ def aot_specs(quick: bool):
             config,
             aligned=_aligned(dequant_mm._dequant_mm_kernel, {**meta, **config.kwargs}),
         )
-    meta = dict(HAS_BIAS=True, SPLIT_K=3, BLOCK_M=16, BLOCK_N=64)
-    yield KernelSpec(
-        "split-K sum",
-        dequant_mm._split_k_sum_kernel,
-        {"partial_ptr": "*fp32", "bias_ptr": "*fp32", "out_ptr": "*bf16"},
-        meta,
-        aligned=_aligned(dequant_mm._split_k_sum_kernel, meta),
-    )
     meta = dict(BLOCK_M=4, BLOCK_K=1024)
     yield KernelSpec(
         "per-token quantizer",

@@ -2,10 +2,8 @@
 ``quick`` = the first autotune config(s) of each kernel in each dtype and mode; otherwise every
 config (``python -m slimtorch.core.aot tests/sparse/aot_specs.py --all``)."""
 
-import triton
-
 from slimtorch.core.aot import KernelSpec
-from slimtorch.sparse import _common, bsr, sparse24
+from slimtorch.sparse import bsr, sparse24
 
 POINTER = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}
 
@@ -42,10 +40,3 @@ def aot_specs(quick: bool):
                 yield KernelSpec.from_config(
                     f"bsr {dtype} bs={block} {config.kwargs}", bsr._bsr_mm_kernel, bsr_pointers, flags, config
                 )
-        yield KernelSpec.from_config(
-            f"splitk reduce {dtype}",
-            _common._splitk_reduce_kernel,
-            dict(partial_ptr="*fp32", bias_ptr=p, out_ptr=p),
-            dict(HAS_BIAS=True, ACTIVATION="hardswish", BLOCK_M=_common.REDUCE_BLOCK_M, BLOCK_N=_common.REDUCE_BLOCK_N),
-            triton.Config({}, num_warps=4),
-        )

@@ -17,7 +17,7 @@ One kernel, two launch shapes, chosen by :func:`launch_dequant_mm` from M:
 
 - M ≤ SMALL_M_MAX (decode, batch 1..16): split-K GEMV. BLOCK_M = 16 (the smallest ``tl.dot`` tile;
   rows past M are masked), grid (N tiles, SPLIT_K); split s reduces K tiles
-  [s·T, (s+1)·T) into an fp32 partial (SPLIT_K, M, N) and ``_split_k_sum_kernel`` adds the partials
+  [s·T, (s+1)·T) into an fp32 partial (SPLIT_K, M, N) and ``slimtorch.core.gemm.splitk_reduce`` adds the partials
   and the bias and casts (deterministic: no atomics). Memory-bound: every weight word is read once.
 - M > SMALL_M_MAX: output tiles (BLOCK_M × BLOCK_N) in grouped order (GROUP_M row-tiles walk the same
   weight tiles, which stay in L2), SPLIT_K = 1, per-channel scale, bias and cast in the epilogue.
@@ -35,6 +35,7 @@ import triton.language as tl
 
 from slimtorch.core.checks import check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
+from slimtorch.core.gemm import grouped_tile, splitk_reduce
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 
@@ -75,18 +76,6 @@ LARGE_M_CONFIG_LIST = [
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
 ]
 LARGE_M_CONFIGS = autotune_configs(LARGE_M_CONFIG_LIST)
-
-
-@triton.jit
-def grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
-    """Program id → (row tile, column tile) in grouped order: GROUP_M row tiles sweep the column
-    tiles together, so the weight tiles they share are still in L2 (the Triton matmul tutorial)."""
-    num_pid_m = tl.cdiv(M, BLOCK_M)
-    num_pid_n = tl.cdiv(N, BLOCK_N)
-    pids_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // pids_in_group) * GROUP_M
-    group_rows = min(num_pid_m - first_pid_m, GROUP_M)
-    return first_pid_m + (pid % pids_in_group) % group_rows, (pid % pids_in_group) // group_rows
 
 
 @triton.jit
@@ -179,7 +168,7 @@ def _dequant_mm_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     pid_k = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
@@ -220,32 +209,6 @@ def _dequant_mm_kernel(
 
 _small_m_kernel = triton.autotune(configs=SMALL_M_CONFIGS, key=_KEY)(_dequant_mm_kernel)
 _large_m_kernel = triton.autotune(configs=LARGE_M_CONFIGS, key=_KEY)(_dequant_mm_kernel)
-
-
-@triton.jit
-def _split_k_sum_kernel(
-    partial_ptr,
-    bias_ptr,
-    out_ptr,
-    M,
-    N,
-    stride_om,
-    HAS_BIAS: tl.constexpr,
-    SPLIT_K: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """out[m, n] = Σ_s partial[s, m, n] (+ bias[n]), cast to out's dtype."""
-    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-    mask = (offs_m < M)[:, None] & (offs_n < N)[None, :]
-    rows = offs_m.to(tl.int64)[:, None]
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for s in tl.static_range(SPLIT_K):
-        acc += tl.load(partial_ptr + (s * M + rows) * N + offs_n[None, :], mask=mask, other=0.0)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]
-    tl.store(out_ptr + rows * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 # ----------------------------------------------------------------------------- checks shared by the ops
@@ -334,19 +297,7 @@ def launch_dequant_mm(
         DOT_IN_FP32=upcast_dot_operands(x.dtype),
     )
     if split_k > 1:
-        block_m, block_n = 16, 64
-        _split_k_sum_kernel[(triton.cdiv(m, block_m), triton.cdiv(n, block_n))](
-            target,
-            w if bias is None else bias,
-            out,
-            m,
-            n,
-            out.stride(0),
-            HAS_BIAS=bias is not None,
-            SPLIT_K=split_k,
-            BLOCK_M=block_m,
-            BLOCK_N=block_n,
-        )
+        splitk_reduce(target, bias, out, "none")
     return out
 
 

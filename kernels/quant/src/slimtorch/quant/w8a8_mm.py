@@ -24,9 +24,10 @@ import triton
 import triton.language as tl
 
 from slimtorch.core.dispatch import empty_output
+from slimtorch.core.gemm import grouped_tile
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
-from slimtorch.quant.dequant_mm import check_activation, compute_dtype, grouped_tile, linear_reference
+from slimtorch.quant.dequant_mm import check_activation, compute_dtype, linear_reference
 from slimtorch.quant.formats import INT8_MAX, dequantize_int8, round_half_even
 from slimtorch.quant.int8_mm import check_int8_weight_args
 
@@ -111,7 +112,7 @@ def _int8_mm_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    pid_m, pid_n = grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     mask_m = offs_m < M

@@ -26,10 +26,10 @@ import triton.language as tl
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_divisible, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
+from slimtorch.core.gemm import grouped_tile, store_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
-from slimtorch.sparse._common import grouped_tile, store_output
 from slimtorch.sparse._linear import linear_grads, linear_reference
 from slimtorch.sparse.formats import BLOCK_SIZES, bsr_blocks_of, from_bsr
 

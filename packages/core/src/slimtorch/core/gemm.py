@@ -1,4 +1,5 @@
-"""Triton pieces shared by the sparse matmul kernels: tile order, epilogues, split-K reduction.
+"""Triton pieces shared by the GEMM-shaped kernels of every family: tile order, epilogues,
+split-K reduction.
 
 :func:`grouped_tile` maps a 1-D program id to an (M tile, N tile) pair, GROUP_M row tiles at a
 time, so that programs running together share weight tiles in L2.
