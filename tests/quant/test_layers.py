@@ -149,7 +149,7 @@ def test_quantized_conv_rejects_grouped_and_mismatched():
     with pytest.raises(ValueError, match=r"conv: expected groups=1, numeric padding .* got groups=4"):
         layers.QuantizedConv2d.from_dense(nn.Conv2d(8, 8, 3, groups=4), layers.Int8WeightOnlyLinear)
     linear = layers.Int8WeightOnlyLinear(10, 4)
-    with pytest.raises(ValueError, match=r"linear: expected in_features = in_channels·kh·kw = 2·3·3, got 10"):
+    with pytest.raises(ValueError, match=r"gemm: expected in_features = in_channels·kh·kw = 2·3·3 = 18, got 10"):
         layers.QuantizedConv2d(linear, 2, 3)
     with pytest.raises(ValueError, match="class: unknown quantized layer 'Nope'"):
         layers.build_layer({"class": "Nope"})

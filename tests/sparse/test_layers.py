@@ -17,7 +17,6 @@ from slimtorch.sparse.layers import (
     MaskedSparseLinear,
     PointwiseConv2d,
     SparseLinear24,
-    conv_as_linear,
 )
 
 
@@ -216,8 +215,8 @@ def test_pointwise_conv_block_sparse_and_errors(device):
     expected = F.conv2d(x.double(), layer.to_dense().weight.double())
     assert_rel_close(layer(x), expected, REL_BOUND[torch.float32])
     with pytest.raises(ValueError, match=r"conv: expected a 1x1 Conv2d with groups=1"):
-        conv_as_linear(nn.Conv2d(32, 32, 3))
-    with pytest.raises(ValueError, match=r"x: expected an NCHW 4-d tensor, got shape \(32, 9\)"):
+        PointwiseConv2d.from_dense(nn.Conv2d(32, 32, 3), BlockSparseLinear.from_dense)
+    with pytest.raises(ValueError, match=r"x: expected an \(N, C, H, W\) or \(C, H, W\) tensor, got shape \(32, 9\)"):
         layer(torch.zeros(32, 9))
 
 

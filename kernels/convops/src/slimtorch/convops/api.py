@@ -44,6 +44,7 @@ from slimtorch.convops.layers import (
     SparseShift2d,
 )
 from slimtorch.core.activations import MODULE_TO_ACTIVATION, activation_of
+from slimtorch.core.modules import replace_submodule
 
 _OURS = (DepthwiseConv2d, GroupedPointwiseConv2d, ShiftConv2d)
 # A "depthwise" conv with a larger channel multiplier is a dense conv of few input channels (a
@@ -101,14 +102,6 @@ def consumers(model: nn.Module) -> dict[str, str]:
     return edges
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    if not name:
-        return new
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent), child, new)
-    return model
-
-
 def _follow(edges: dict[str, str], model: nn.Module, name: str | None) -> str | None:
     """The first module along ``edges`` from ``name`` that is not an nn.Identity."""
     while name is not None and isinstance(model.get_submodule(name), nn.Identity):
@@ -140,7 +133,7 @@ def fold_bn(model: nn.Module) -> nn.Module:
         with torch.no_grad():
             conv.weight.copy_(weight)
         conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
-        model = _replace(model, bn_name, _bn_replacement(bn))
+        model = replace_submodule(model, bn_name, _bn_replacement(bn))
     return model
 
 
@@ -182,11 +175,11 @@ def convert(model: nn.Module, config: ConvertConfig | None = None) -> nn.Module:
         kind = _convertible(module, config)
         if kind is not None:
             module = _swap(module, kind)
-            model = _replace(model, name, module)
+            model = replace_submodule(model, name, module)
         if isinstance(module, _OURS):
             _fuse_neighbours(model, name, module, edges, producers, config)
         elif type(module) is nn.ChannelShuffle:
-            model = _replace(model, name, ChannelShuffle(module.groups))
+            model = replace_submodule(model, name, ChannelShuffle(module.groups))
     return model
 
 
@@ -203,7 +196,7 @@ def _fuse_neighbours(
         act = activation_of(model.get_submodule(after))
         if act not in (None, "none"):
             layer.activation = act
-            _replace(model, after, nn.Identity())
+            replace_submodule(model, after, nn.Identity())
             after = _follow(edges, model, edges.get(after))
     if not (config.fuse_shuffle and isinstance(layer, GroupedPointwiseConv2d)):
         return
@@ -211,10 +204,10 @@ def _fuse_neighbours(
         shuffle = model.get_submodule(after)
         if isinstance(shuffle, nn.ChannelShuffle) and layer.out_channels % shuffle.groups == 0:
             layer.out_shuffle_groups = shuffle.groups
-            _replace(model, after, nn.Identity())
+            replace_submodule(model, after, nn.Identity())
     before = _follow(producers, model, producers.get(name))
     if before is not None and layer.shuffle_groups is None:
         shuffle = model.get_submodule(before)
         if isinstance(shuffle, nn.ChannelShuffle) and layer.in_channels % shuffle.groups == 0:
             layer.shuffle_groups = shuffle.groups
-            _replace(model, before, nn.Identity())
+            replace_submodule(model, before, nn.Identity())

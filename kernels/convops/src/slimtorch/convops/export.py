@@ -32,6 +32,7 @@ from slimtorch.convops.layers import (
     SparseShift2d,
     activation_module,
 )
+from slimtorch.core.modules import replace_modules
 
 
 class TorchChannelShuffle(nn.Module):
@@ -134,13 +135,4 @@ def _replacement(module: nn.Module) -> nn.Module | None:
 def to_torch(model: nn.Module) -> nn.Module:
     """Replace every convops layer in ``model`` (in place; returns it, or the replacement when
     ``model`` itself is a convops layer) by plain torch modules computing the same function."""
-    top = _replacement(model)
-    if top is not None:
-        return top
-    for name, child in list(model.named_children()):
-        new = _replacement(child)
-        if new is not None:
-            setattr(model, name, new)
-        else:
-            to_torch(child)
-    return model
+    return replace_modules(model, lambda module, name: _replacement(module))

@@ -29,6 +29,7 @@ from torch import nn
 
 from slimtorch.core.checks import check_choice
 from slimtorch.core.model_stats import state_dict_tensors
+from slimtorch.core.modules import replace_submodule
 from slimtorch.quant import formats
 from slimtorch.quant.layers import (
     BinaryLinear,
@@ -197,15 +198,6 @@ def eligible_modules(
     return chosen
 
 
-def replace_module(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    """Put ``new`` at ``name`` in ``model``; returns the (possibly new) root."""
-    if not name:
-        return new
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, new)
-    return model
-
-
 def quantize_module(module: nn.Module, config: WeightConfig) -> nn.Module:
     """One Linear or Conv2d as the config's quantized layer."""
     if isinstance(module, nn.Conv2d):
@@ -232,7 +224,7 @@ def quantize_(
         model, (nn.Linear, nn.Conv2d), lambda m: config.skip_reason(in_features_of(m)), filter_fn, report
     )
     for name in names:
-        model = replace_module(model, name, quantize_module(model.get_submodule(name), config))
+        model = replace_submodule(model, name, quantize_module(model.get_submodule(name), config))
         report.converted.append(name)
     return model
 
@@ -267,7 +259,7 @@ def load_quantized(path: str | Path, model: nn.Module) -> nn.Module:
         raise ValueError(f"path: {path} has no {METADATA_KEY!r} metadata; was it written by to_safetensors?")
     for name, description in json.loads(metadata[METADATA_KEY]).items():
         device = next(iter(model.get_submodule(name).parameters()), torch.empty(0)).device
-        model = replace_module(model, name, build_layer(description, device))
+        model = replace_submodule(model, name, build_layer(description, device))
     device = next(iter(model.buffers()), torch.empty(0)).device
     model.load_state_dict(safetensors.torch.load_file(str(path), device=str(device)), strict=True, assign=False)
     return model

@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from slimtorch.core.modules import GemmConv2d, dense_linear
 from slimtorch.quant import formats
 from slimtorch.quant.codebook_mm import codebook_mm
 from slimtorch.quant.int4_mm import int4_weight_mm
@@ -95,15 +95,7 @@ class QuantizedLinear(nn.Module):
 
     def to_dense(self) -> nn.Linear:
         weight = self.dequantize()
-        dtype = self.bias.dtype if self.bias is not None else weight.dtype
-        linear = nn.Linear(
-            self.in_features, self.out_features, self.bias is not None, device=weight.device, dtype=dtype
-        )
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            if self.bias is not None:
-                linear.bias.copy_(self.bias)
-        return linear
+        return dense_linear(weight, self.bias, self.bias.dtype if self.bias is not None else weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.matmul(x.reshape(-1, self.in_features))
@@ -328,62 +320,9 @@ class CodebookLinear(QuantizedLinear):
 # ----------------------------------------------------------------------------- Conv2d
 
 
-def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
-
-
-def conv2d_as_gemm(
-    x: torch.Tensor,
-    gemm: Callable[[torch.Tensor], torch.Tensor],
-    kernel_size: tuple[int, int],
-    stride: tuple[int, int],
-    padding: tuple[int, int],
-    dilation: tuple[int, int],
-) -> torch.Tensor:
-    """conv2d(x, W) for groups = 1 as ``gemm(rows) = rows · Wᵀ (+ b)``, W reshaped to (N, C·kh·kw).
-
-    rows are (B·Ho·Wo, C·kh·kw): the channels-last pixels for an unpadded 1x1 kernel (strided by
-    slicing), else ``F.unfold``'s patches, whose (C, kh, kw) order matches ``weight.reshape(N, -1)``.
-    """
-    unbatched = x.dim() == 3
-    if unbatched:
-        x = x.unsqueeze(0)
-    b, c, h, w = x.shape
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel_size, stride, padding, dilation
-    ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    if (kh, kw) == (1, 1) and (ph, pw) == (0, 0):
-        rows = x[:, :, ::sh, ::sw].permute(0, 2, 3, 1).reshape(b * ho * wo, c)
-    else:
-        rows = F.unfold(x, (kh, kw), (dh, dw), (ph, pw), (sh, sw)).transpose(1, 2).reshape(b * ho * wo, c * kh * kw)
-    y = gemm(rows)
-    y = y.reshape(b, ho, wo, y.shape[-1]).permute(0, 3, 1, 2)
-    return y.squeeze(0) if unbatched else y
-
-
-class QuantizedConv2d(nn.Module):
-    """A groups = 1 Conv2d whose (N, C·kh·kw) weight lives in a quantized linear layer ``linear``."""
-
-    def __init__(
-        self,
-        linear: QuantizedLinear,
-        in_channels: int,
-        kernel_size: int | tuple[int, int],
-        stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
-        dilation: int | tuple[int, int] = 1,
-    ):
-        super().__init__()
-        self.kernel_size = _pair(kernel_size)
-        if linear.in_features != in_channels * self.kernel_size[0] * self.kernel_size[1]:
-            raise ValueError(
-                f"linear: expected in_features = in_channels·kh·kw = {in_channels}·{self.kernel_size[0]}·"
-                f"{self.kernel_size[1]}, got {linear.in_features}"
-            )
-        self.linear = linear
-        self.in_channels = in_channels
-        self.out_channels = linear.out_features
-        self.stride, self.padding, self.dilation = _pair(stride), _pair(padding), _pair(dilation)
+class QuantizedConv2d(GemmConv2d):
+    """A groups=1 Conv2d whose (N, C·kh·kw) weight lives in a quantized linear layer ``gemm``
+    (:class:`slimtorch.core.modules.GemmConv2d`: 1x1 on channels-last pixels, k×k on unfold's patches)."""
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, linear_class: type[QuantizedLinear], **options: Any) -> QuantizedConv2d:
@@ -395,38 +334,7 @@ class QuantizedConv2d(nn.Module):
         cls, conv: nn.Conv2d, quantize: Callable[[torch.Tensor, torch.Tensor | None], QuantizedLinear]
     ) -> QuantizedConv2d:
         """``conv`` with its weight, reshaped to (N, C·kh·kw), turned into ``quantize(weight, bias)``."""
-        if conv.groups != 1 or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-            raise ValueError(
-                "conv: expected groups=1, numeric padding and padding_mode='zeros', got "
-                f"groups={conv.groups}, padding={conv.padding!r}, padding_mode={conv.padding_mode!r}"
-            )
-        linear = quantize(conv.weight.reshape(conv.out_channels, -1), conv.bias)
-        return cls(linear, conv.in_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation)
-
-    def to_dense(self) -> nn.Conv2d:
-        dense = self.linear.to_dense()
-        conv = nn.Conv2d(
-            self.in_channels,
-            self.out_channels,
-            self.kernel_size,
-            self.stride,
-            self.padding,
-            self.dilation,
-            bias=dense.bias is not None,
-            device=dense.weight.device,
-            dtype=dense.weight.dtype,
-        )
-        with torch.no_grad():
-            conv.weight.copy_(dense.weight.reshape(conv.weight.shape))
-            if dense.bias is not None:
-                conv.bias.copy_(dense.bias)
-        return conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d_as_gemm(x, self.linear, self.kernel_size, self.stride, self.padding, self.dilation)
-
-    def compressed_num_params(self) -> int:
-        return self.linear.compressed_num_params()
+        return super().from_dense(conv, lambda linear: quantize(linear.weight.detach(), conv.bias))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -436,14 +344,8 @@ class QuantizedConv2d(nn.Module):
             "stride": list(self.stride),
             "padding": list(self.padding),
             "dilation": list(self.dilation),
-            "linear": self.linear.describe(),
+            "gemm": self.gemm.describe(),
         }
-
-    def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-            f"padding={self.padding}, dilation={self.dilation}"
-        )
 
 
 LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {
@@ -464,8 +366,8 @@ def build_layer(description: dict[str, Any], device: torch.device | str | None =
     description = dict(description)
     name = description.pop("class")
     if name == QuantizedConv2d.__name__:
-        linear = build_layer(description.pop("linear"), device)
-        return QuantizedConv2d(linear, **description)
+        gemm = build_layer(description.pop("gemm"), device)
+        return QuantizedConv2d(gemm, **description)
     if name not in LINEAR_CLASSES:
         raise ValueError(f"class: unknown quantized layer {name!r}; known: {sorted(LINEAR_CLASSES)}")
     return LINEAR_CLASSES[name](device=device, **description)

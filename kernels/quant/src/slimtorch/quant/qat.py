@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimtorch.core.checks import check_choice
+from slimtorch.core.modules import conv2d_as_gemm, replace_submodule
 from slimtorch.quant import formats
 from slimtorch.quant.api import (
     CodebookWeightConfig,
@@ -49,7 +50,6 @@ from slimtorch.quant.api import (
     WeightConfig,
     eligible_modules,
     in_features_of,
-    replace_module,
 )
 from slimtorch.quant.layers import (
     CodebookLinear,
@@ -58,7 +58,6 @@ from slimtorch.quant.layers import (
     QuantizedConv2d,
     QuantizedLinear,
     TernaryLinear,
-    conv2d_as_gemm,
 )
 from slimtorch.quant.w8a8_mm import quantize_per_token_reference
 
@@ -404,7 +403,7 @@ def prepare_qat(
         return config.skip_reason(in_features_of(module))
 
     for name in eligible_modules(model, (nn.Linear, nn.Conv2d), skip_reason, filter_fn, report):
-        model = replace_module(model, name, _fake_quant_copy(model.get_submodule(name), config))
+        model = replace_submodule(model, name, _fake_quant_copy(model.get_submodule(name), config))
         report.converted.append(name)
     return model
 
@@ -413,5 +412,5 @@ def convert_qat(model: nn.Module) -> nn.Module:
     """Replace every fake-quant module by the real quantized layer it trained for (in place)."""
     names = [name for name, m in model.named_modules() if isinstance(m, (FakeQuantLinear, FakeQuantConv2d))]
     for name in names:
-        model = replace_module(model, name, model.get_submodule(name).to_quantized())
+        model = replace_submodule(model, name, model.get_submodule(name).to_quantized())
     return model

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from slimtorch.core.checks import check_choice
+from slimtorch.core.modules import replace_modules
 from slimtorch.sparse.formats import BLOCK_SIZES
 from slimtorch.sparse.layers import (
     BACKENDS_24,
@@ -96,25 +97,6 @@ def _convert(module: nn.Module, config: Config) -> nn.Module | None:
     return None
 
 
-def _replace_(model: nn.Module, replace: Callable[[nn.Module, str], nn.Module | None]) -> nn.Module:
-    """Walk the module tree top-down and put ``replace(module, fqn)`` in place of each module
-    for which it returns one (without descending into it); returns the (possibly new) root."""
-    root = replace(model, "")
-    if root is not None:
-        return root
-    stack = [("", model)]
-    while stack:
-        prefix, parent = stack.pop()
-        for name, child in list(parent.named_children()):
-            fqn = f"{prefix}.{name}" if prefix else name
-            new = replace(child, fqn)
-            if new is not None:
-                setattr(parent, name, new)
-            else:
-                stack.append((fqn, child))
-    return model
-
-
 def sparsify_(model: nn.Module, config: Config, filter_fn: FilterFn | None = None) -> nn.Module:
     """Replace every eligible Linear / 1x1 Conv2d of ``model`` in place by its sparse layer.
 
@@ -128,7 +110,7 @@ def sparsify_(model: nn.Module, config: Config, filter_fn: FilterFn | None = Non
             return None
         return _convert(module, config)
 
-    return _replace_(model, replace)
+    return replace_modules(model, replace)
 
 
 def to_sparse_(model: nn.Module, *, backend: str = "auto") -> nn.Module:
@@ -139,4 +121,4 @@ def to_sparse_(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     def replace(module: nn.Module, fqn: str) -> nn.Module | None:
         return module.to_sparse(backend=backend) if isinstance(module, MaskedSparseLinear) else None
 
-    return _replace_(model, replace)
+    return replace_modules(model, replace)

@@ -30,6 +30,7 @@ from torch import nn
 
 from slimtorch.core.activations import ACTIVATIONS, activation_reference
 from slimtorch.core.checks import check_choice, check_divisible, check_tensor
+from slimtorch.core.modules import GemmConv2d, dense_linear
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import (
     check_block_size,
@@ -89,17 +90,6 @@ def _adopt_incoming_shapes(
 def _copy_linear_bias(layer: nn.Module, linear: nn.Linear) -> None:
     if linear.bias is not None:
         layer.bias.data.copy_(linear.bias.detach())
-
-
-def _dense_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    linear = nn.Linear(
-        weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype
-    )
-    with torch.no_grad():
-        linear.weight.copy_(weight)
-        if bias is not None:
-            linear.bias.copy_(bias)
-    return linear
 
 
 def _check_mask_24(mask: torch.Tensor, weight: torch.Tensor) -> None:
@@ -225,7 +215,7 @@ class SparseLinear24(_CompressedLinear):
         weight = decompress_24(self.values.detach(), self.meta)
         if self.perm is not None:
             weight = weight[:, invert_permutation(self.perm)]
-        return _dense_linear(weight, None if self.bias is None else self.bias.detach())
+        return dense_linear(weight, None if self.bias is None else self.bias.detach())
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.perm is not None:
@@ -364,7 +354,7 @@ class MaskedSparseLinear(nn.Linear):
     def to_sparse(self, *, activation: str = "none", backend: str = "auto") -> SparseLinear24:
         """The fast layer for inference, with the current mask."""
         mask = top2_mask(self.weight) if self.sr_ste else self.mask
-        linear = _dense_linear(self.weight.detach() * mask, None if self.bias is None else self.bias.detach())
+        linear = dense_linear(self.weight.detach() * mask, None if self.bias is None else self.bias.detach())
         return SparseLinear24.from_dense(linear, mask=mask, activation=activation, backend=backend)
 
     def compressed_num_params(self) -> int:
@@ -446,7 +436,7 @@ class BlockSparseLinear(_CompressedLinear):
         weight = from_bsr(
             self.crow_indices, self.col_indices, self.values.detach(), self.out_features, self.in_features
         )
-        return _dense_linear(weight, None if self.bias is None else self.bias.detach())
+        return dense_linear(weight, None if self.bias is None else self.bias.detach())
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         return bsr_mm(x, self.crow_indices, self.col_indices, self.values, self.bias, self.activation)
@@ -468,25 +458,9 @@ class BlockSparseLinear(_CompressedLinear):
 # ----------------------------------------------------------------------------- 1x1 convolutions
 
 
-def conv_as_linear(conv: nn.Conv2d) -> nn.Linear:
-    """The nn.Linear (out_channels × in_channels) of a 1x1, groups=1 convolution."""
-    if not PointwiseConv2d.convertible(conv):
-        raise ValueError(f"conv: expected a 1x1 Conv2d with groups=1, padding 0 and zeros padding mode, got {conv}")
-    return _dense_linear(conv.weight.detach()[:, :, 0, 0], None if conv.bias is None else conv.bias.detach())
-
-
-class PointwiseConv2d(nn.Module):
-    """A 1x1 Conv2d computed by a GEMM module (any of the Linear layers here) over NHWC pixels.
-
-    NCHW input is viewed channels-last (a copy unless it already is channels_last), strided by
-    the conv's stride, multiplied as (B·H·W, C) @ W.T, and returned as an NCHW-shaped tensor in
-    channels_last memory format (what the next 1x1 conv wants).
-    """
-
-    def __init__(self, gemm: nn.Module, stride: tuple[int, int] = (1, 1)):
-        super().__init__()
-        self.gemm = gemm
-        self.stride = tuple(stride)
+class PointwiseConv2d(GemmConv2d):
+    """A 1x1 Conv2d (groups=1, no padding, any stride) run by one of the Linear layers here as a
+    GEMM over NHWC pixels (:class:`slimtorch.core.modules.GemmConv2d`; output channels_last)."""
 
     @staticmethod
     def convertible(conv: nn.Module) -> bool:
@@ -501,30 +475,7 @@ class PointwiseConv2d(nn.Module):
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, to_gemm: Callable[[nn.Linear], nn.Module]) -> PointwiseConv2d:
         """E.g. ``PointwiseConv2d.from_dense(conv, SparseLinear24.from_dense)``."""
-        return cls(to_gemm(conv_as_linear(conv)), conv.stride)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"x: expected an NCHW 4-d tensor, got shape {tuple(x.shape)}")
-        if self.stride != (1, 1):
-            x = x[:, :, :: self.stride[0], :: self.stride[1]]
-        b, _, h, w = x.shape
-        y = self.gemm(x.permute(0, 2, 3, 1))
-        return y.reshape(b, h, w, -1).permute(0, 3, 1, 2)
-
-    def to_dense(self) -> nn.Conv2d:
-        linear = self.gemm.to_dense()
-        conv = nn.Conv2d(
-            linear.in_features,
-            linear.out_features,
-            1,
-            stride=self.stride,
-            bias=linear.bias is not None,
-            device=linear.weight.device,
-            dtype=linear.weight.dtype,
-        )
-        with torch.no_grad():
-            conv.weight.copy_(linear.weight[:, :, None, None])
-            if linear.bias is not None:
-                conv.bias.copy_(linear.bias)
-        return conv
+        if not cls.convertible(conv):
+            raise ValueError(f"conv: expected a 1x1 Conv2d with groups=1, padding 0 and zeros padding mode, got {conv}")
+        gemm = to_gemm(dense_linear(conv.weight.detach()[:, :, 0, 0], conv.bias))
+        return cls(gemm, conv.in_channels, 1, conv.stride)
