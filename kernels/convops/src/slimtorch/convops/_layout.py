@@ -52,12 +52,6 @@ def operand_or(t: torch.Tensor | None, placeholder: torch.Tensor) -> torch.Tenso
     return placeholder if t is None else t.contiguous()
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """References compute in float32 (float64 for float64 inputs) and round once at the end,
-    as the kernels do with their fp32 accumulators."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
     """An int or a pair of ints as ``(h, w)``."""
     if isinstance(value, bool):

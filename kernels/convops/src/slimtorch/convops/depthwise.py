@@ -41,7 +41,6 @@ from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilo
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
     check_geometry,
-    compute_dtype,
     empty_in_format,
     in_format,
     memory_format_of,
@@ -52,6 +51,7 @@ from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
+from slimtorch.core.reference import compute_dtype
 from slimtorch.core.tuning import autotune_configs
 
 MAX_KERNEL_SIZE = 11

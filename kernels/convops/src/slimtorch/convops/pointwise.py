@@ -37,7 +37,6 @@ import triton.language as tl
 from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
-    compute_dtype,
     empty_in_format,
     in_format,
     memory_format_of,
@@ -55,6 +54,7 @@ from slimtorch.core.checks import (
 )
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.library import kernel_op
+from slimtorch.core.reference import compute_dtype
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 

@@ -15,13 +15,12 @@ import torch
 
 from slimtorch.core.checks import check_tensor
 from slimtorch.core.library import kernel_op
+from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.quant.dequant_mm import (
     SCALE_DTYPES,
     check_bias,
     check_devices,
-    compute_dtype,
     launch_dequant_mm,
-    linear_reference,
 )
 from slimtorch.quant.formats import dequantize_codebook, storage_bits
 from slimtorch.quant.lowbit_mm import check_packed_codes
@@ -47,5 +46,5 @@ def codebook_mm(
 def codebook_mm_reference(
     x: torch.Tensor, qweight: torch.Tensor, codebook: torch.Tensor, bits: int, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    weight = dequantize_codebook(qweight, codebook, bits, x.shape[1], dtype=compute_dtype(x))
+    weight = dequantize_codebook(qweight, codebook, bits, x.shape[1], dtype=compute_dtype(x.dtype))
     return linear_reference(x, weight, bias)

@@ -302,16 +302,3 @@ def launch_dequant_mm(
 
 
 # ----------------------------------------------------------------------------- reference tail
-
-
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """References compute in float64 for float64 inputs (the test oracle), else in float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def linear_reference(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """x · weightᵀ (+ bias) in weight's dtype (the dequantised weight, exact), cast to x's dtype."""
-    y = x.to(weight.dtype) @ weight.t()
-    if bias is not None:
-        y = y + bias.to(weight.dtype)
-    return y.to(x.dtype)

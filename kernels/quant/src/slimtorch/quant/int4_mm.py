@@ -15,14 +15,13 @@ import torch
 
 from slimtorch.core.checks import check_tensor
 from slimtorch.core.library import kernel_op
+from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.quant.dequant_mm import (
     SCALE_DTYPES,
     check_activation,
     check_bias,
     check_devices,
-    compute_dtype,
     launch_dequant_mm,
-    linear_reference,
 )
 from slimtorch.quant.formats import check_group_size, dequantize_int4
 
@@ -67,4 +66,4 @@ def int4_weight_mm_reference(
     group_size: int,
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    return linear_reference(x, dequantize_int4(qweight, scale, zero, group_size, dtype=compute_dtype(x)), bias)
+    return linear_reference(x, dequantize_int4(qweight, scale, zero, group_size, dtype=compute_dtype(x.dtype)), bias)

@@ -13,14 +13,13 @@ import torch
 
 from slimtorch.core.checks import check_tensor
 from slimtorch.core.library import kernel_op
+from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.quant.dequant_mm import (
     check_activation,
     check_bias,
     check_channel_vector,
     check_devices,
-    compute_dtype,
     launch_dequant_mm,
-    linear_reference,
 )
 from slimtorch.quant.formats import dequantize_int8
 
@@ -59,4 +58,4 @@ def int8_weight_mm(
 def int8_weight_mm_reference(
     x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    return linear_reference(x, dequantize_int8(qweight, scale, dtype=compute_dtype(x)), bias)
+    return linear_reference(x, dequantize_int8(qweight, scale, dtype=compute_dtype(x.dtype)), bias)

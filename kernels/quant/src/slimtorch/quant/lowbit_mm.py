@@ -19,14 +19,13 @@ import torch
 
 from slimtorch.core.checks import check_choice, check_tensor
 from slimtorch.core.library import kernel_op
+from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.quant.dequant_mm import (
     check_activation,
     check_bias,
     check_channel_vector,
     check_devices,
-    compute_dtype,
     launch_dequant_mm,
-    linear_reference,
 )
 from slimtorch.quant.formats import dequantize_lowbit, words_per_column
 
@@ -77,5 +76,5 @@ def lowbit_weight_mm_reference(
     bits: int,
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    weight = dequantize_lowbit(qweight, pos_scale, neg_scale, bits, x.shape[1], dtype=compute_dtype(x))
+    weight = dequantize_lowbit(qweight, pos_scale, neg_scale, bits, x.shape[1], dtype=compute_dtype(x.dtype))
     return linear_reference(x, weight, bias)

@@ -26,8 +26,9 @@ import triton.language as tl
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import grouped_tile
 from slimtorch.core.library import kernel_op
+from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.core.tuning import autotune_configs
-from slimtorch.quant.dequant_mm import check_activation, compute_dtype, linear_reference
+from slimtorch.quant.dequant_mm import check_activation
 from slimtorch.quant.formats import INT8_MAX, dequantize_int8, round_half_even
 from slimtorch.quant.int8_mm import check_int8_weight_args
 
@@ -213,6 +214,6 @@ def w8a8_linear_reference(
 ) -> torch.Tensor:
     """Quantize x exactly as the kernel does, dequantize both operands, matmul."""
     qx, x_scale = quantize_per_token_reference(x)
-    dtype = compute_dtype(x)
+    dtype = compute_dtype(x.dtype)
     x_dequantized = dequantize_int8(qx, x_scale, dtype)
     return linear_reference(x_dequantized, dequantize_int8(qweight, weight_scale, dtype), bias).to(x.dtype)

@@ -11,22 +11,8 @@ from collections.abc import Callable
 
 import torch
 
-from slimtorch.core.activations import activation_backward, activation_reference
-
-
-def accumulation_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def linear_reference(
-    x: torch.Tensor, dense_weight: torch.Tensor, bias: torch.Tensor | None, activation: str
-) -> torch.Tensor:
-    """``act(x @ W.T + bias)`` accumulated in fp32 (fp64 for fp64 x), returned in x's dtype."""
-    acc_dtype = accumulation_dtype(x)
-    y = torch.nn.functional.linear(
-        x.to(acc_dtype), dense_weight.to(acc_dtype), None if bias is None else bias.to(acc_dtype)
-    )
-    return activation_reference(y, activation).to(x.dtype)
+from slimtorch.core.activations import activation_backward
+from slimtorch.core.reference import compute_dtype
 
 
 def linear_grads(
@@ -43,7 +29,7 @@ def linear_grads(
     """(grad_x in x's dtype, grad of the dense weight (N, K) in the accumulation dtype, grad_bias),
     each None unless ``ctx.needs_input_grad`` asks for it (x is input 0)."""
     needs = ctx.needs_input_grad
-    acc_dtype = accumulation_dtype(x)
+    acc_dtype = compute_dtype(x.dtype)
     g = (
         grad_out
         if activation == "none"
