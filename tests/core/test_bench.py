@@ -118,3 +118,17 @@ def test_core_bench_main_writes_results(tmp_path, monkeypatch, capsys):
     cases = {r["case"] for r in payload["results"]}
     assert any(c.startswith("copy") for c in cases) and any("matmul" in c for c in cases)
     assert all(r["gbps"] or r["tflops"] for r in payload["results"])
+
+
+def test_verified_times_only_correct_providers():
+    x = torch.randn(8)
+    timed = lambda: x + 1
+    assert bench.verified(timed, lambda: x * 2, lambda: x * 2, 1e-6) is timed
+    wrong = bench.verified(timed, lambda: x * 3, lambda: x * 2, 1e-3)
+    with pytest.raises(RuntimeError, match=r"wrong result: relative error 5.00e-01 > 1e-03"):
+        wrong()
+    broken = bench.verified(timed, lambda: torch.zeros(3) @ torch.zeros(4), lambda: x, 1e-3)
+    with pytest.raises(RuntimeError, match=r"RuntimeError: .*size"):
+        broken("any", "arguments")
+    with pytest.raises(ValueError, match="kept"):
+        bench.failing(ValueError("kept"))()

@@ -3,9 +3,19 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from slimtorch.core.bench import BenchResult
+from slimtorch.core.bench import BenchResult, verified
 from slimtorch.sparse import bench
+
+
+def _verify(fn, x, dense):
+    """What add_case times for provider ``fn``: the timed call itself when ``fn(x)`` is right."""
+    return verified(_timed, lambda: fn(x), lambda: F.linear(x.float(), dense.float()), bench.CHECK_BOUND)
+
+
+def _timed():
+    return None
 
 
 def test_providers_are_correct_or_report_why():
@@ -16,13 +26,14 @@ def test_providers_are_correct_or_report_why():
     x = torch.randn(3, 64, dtype=bench.DTYPE)
     for name in ("torch dense", "ours 2:4", "ours BSR 50%"):
         fn, weight_bytes, key = providers[name]
-        assert bench._check(fn, x, fmt[key]) is None, name
+        assert _verify(fn, x, fmt[key]) is _timed, name
         assert weight_bytes > 0
     assert providers["ours 2:4"][1] < providers["torch dense"][1] * 0.6  # half the values + 1/16 metadata
     # torch's semi-structured tensors and the CUDA kernel need a GPU: reported, not fatal.
-    assert isinstance(bench._check(providers["torch 2:4 cutlass"][0], x, fmt["dense"]), Exception)
-    wrong = bench._check(lambda a: torch.zeros(3, 32, dtype=a.dtype), x, fmt["dense"])
-    assert "wrong result" in str(wrong)
+    with pytest.raises(Exception):  # noqa: B017  (whatever the backend raises without a GPU)
+        _verify(providers["torch 2:4 cutlass"][0], x, fmt["dense"])()
+    with pytest.raises(RuntimeError, match="wrong result"):
+        _verify(lambda a: torch.zeros(3, 32, dtype=a.dtype), x, fmt["dense"])()
 
 
 def test_goal_summary_reads_speedups():

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import torch
 
 from slimtorch.core import bench
-from slimtorch.core.metrics import rel_error
 from slimtorch.core.testing import REL_BOUND
 from slimtorch.quant import formats
 from slimtorch.quant.codebook_mm import codebook_mm
@@ -164,13 +163,6 @@ def _activations(m: int, k: int, dtype: torch.dtype, device: torch.device) -> to
     return quantize_per_token_reference(x)[0] if dtype == torch.int8 else x.to(dtype)
 
 
-def _failing(message: str) -> Callable[[], None]:
-    def fail() -> None:
-        raise RuntimeError(message)
-
-    return fail
-
-
 def add_case(
     runner: bench.Bench, label: str, k: int, n: int, m_values: Sequence[int], device: torch.device
 ) -> list[tuple[str, int, Callable[[], torch.Tensor]]]:
@@ -189,7 +181,7 @@ def add_case(
                 continue
             shape = {"M": m, "K": k, "N": n}
             nbytes = provider.weight_bytes + 2 * m * k + 2 * m * n
-            fn = _failing(pack_error) if pack_error is not None else _timed_call(provider, packed, m, k, device)
+            fn = bench.failing(pack_error) if pack_error is not None else _timed_call(provider, packed, m, k, device)
             runner.add(
                 label,
                 x=m,
@@ -205,21 +197,19 @@ def add_case(
 
 
 def _timed_call(provider: Provider, packed: tuple, m: int, k: int, device: torch.device) -> Callable[[], object]:
-    """The provider's call on rotating copies of its inputs, or a failing call if it is wrong."""
-    x = _activations(m, k, provider.x_dtype, device)
-    if provider.reference is not None:
-        try:
-            err = rel_error(provider.run(x, *packed), provider.reference(x, *packed))
-        except Exception as exc:  # a kernel that fails to compile or launch is reported, not fatal
-            return _failing(f"{type(exc).__name__}: {exc}")
-        if not err <= REL_BOUND[torch.float16]:
-            return _failing(f"wrong result: relative error {err:.2e} against the reference")
+    """The provider's call on rotating copies of its inputs, verified against its reference first."""
 
     def make() -> tuple:
         return (_activations(m, k, provider.x_dtype, device), *(t.clone() for t in packed))
 
     rotating = bench.RotatingInputs(make, device=device)
-    return lambda: provider.run(*rotating())
+    timed = lambda: provider.run(*rotating())
+    if provider.reference is None:
+        return timed
+    x = _activations(m, k, provider.x_dtype, device)
+    return bench.verified(
+        timed, lambda: provider.run(x, *packed), lambda: provider.reference(x, *packed), REL_BOUND[torch.float16]
+    )
 
 
 # ----------------------------------------------------------------------------- goals

@@ -28,8 +28,16 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from slimtorch.core.bench import Bench, Environment, RotatingInputs, ceilings, common_arguments, write_results
-from slimtorch.core.metrics import rel_error
+from slimtorch.core.bench import (
+    Bench,
+    Environment,
+    RotatingInputs,
+    ceilings,
+    common_arguments,
+    failing,
+    verified,
+    write_results,
+)
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import compress_24, prune_24, prune_blocks, to_bsr, to_mma_sp_metadata
 from slimtorch.sparse.mma_sp import sparse24_mm_sp
@@ -97,13 +105,6 @@ def _torch_backends() -> list[str]:
     return backends
 
 
-def _raising(err: Exception) -> Callable[..., torch.Tensor]:
-    def fail(*_: object) -> torch.Tensor:
-        raise err
-
-    return fail
-
-
 def _providers(fmt: dict[str, object]) -> dict[str, tuple[Callable[[torch.Tensor], torch.Tensor], float, str]]:
     """name -> (fn(x), bytes of its weight format, the key of the dense weight it computes with)."""
     weight, values, meta = fmt["dense"], fmt["values"], fmt["meta"]
@@ -120,7 +121,7 @@ def _providers(fmt: dict[str, object]) -> dict[str, tuple[Callable[[torch.Tensor
             semi = _torch_semi_structured(weight, backend)
             fn = lambda x, semi=semi: F.linear(x, semi)
         except Exception as err:  # a shape or dtype this backend does not support
-            fn = _raising(err)
+            fn = failing(err)
         providers[f"torch 2:4 {backend}"] = (fn, bytes_24, "dense")
     if "bsr" in fmt:
         crow, col, block_values = fmt["bsr"]
@@ -129,26 +130,22 @@ def _providers(fmt: dict[str, object]) -> dict[str, tuple[Callable[[torch.Tensor
     return providers
 
 
-def _check(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dense: torch.Tensor) -> Exception | None:
-    """None if fn(x) matches x @ dense.T, else the exception to report."""
-    try:
-        out = fn(x)
-    except Exception as err:
-        return err
-    error = rel_error(out.float(), F.linear(x.float(), dense.float()))
-    return None if error <= CHECK_BOUND else RuntimeError(f"wrong result: relative error {error:.2e}")
-
-
 def add_case(bench: Bench, case: str, x_value: int, m: int, fmt: dict[str, object], device: torch.device) -> None:
     n, k = fmt["dense"].shape
     for name, (fn, weight_bytes, dense_key) in _providers(fmt).items():
-        problem = _check(fn, torch.randn(m, k, device=device, dtype=DTYPE), fmt[dense_key])
+        x, dense = torch.randn(m, k, device=device, dtype=DTYPE), fmt[dense_key]
         inputs = RotatingInputs(lambda: (torch.randn(m, k, device=device, dtype=DTYPE),), device=device)
+        timed = verified(
+            lambda fn=fn, inputs=inputs: fn(*inputs()),
+            lambda fn=fn, x=x: fn(x),
+            lambda x=x, dense=dense: F.linear(x.float(), dense.float()),
+            CHECK_BOUND,
+        )
         bench.add(
             case,
             x=x_value,
             provider=name,
-            fn=_raising(problem) if problem else (lambda fn=fn, inputs=inputs: fn(*inputs())),
+            fn=timed,
             shape={"M": m, "N": n, "K": k},
             dtype="float16",
             flops=2.0 * m * n * k,

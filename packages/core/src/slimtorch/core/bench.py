@@ -156,6 +156,37 @@ class RotatingInputs:
         return next(self._cycle)
 
 
+def failing(reason: str | BaseException) -> Callable[..., object]:
+    """A benchmark callable (any arguments) that raises ``reason``: :meth:`Bench.run` records it
+    as an error row of the results."""
+    error = reason if isinstance(reason, BaseException) else RuntimeError(reason)
+
+    def fail(*_args: object, **_kwargs: object) -> object:
+        raise error
+
+    return fail
+
+
+def verified(
+    timed: Callable[[], object],
+    compute: Callable[[], torch.Tensor],
+    reference: Callable[[], torch.Tensor],
+    bound: float,
+) -> Callable[[], object]:
+    """``timed`` if ``compute()`` runs and matches ``reference()`` within ``bound`` (relative
+    error), else a :func:`failing` callable saying why: a wrong or broken provider is reported in
+    the results, never timed."""
+    from slimtorch.core.metrics import rel_error
+
+    try:
+        error = rel_error(compute().float(), reference().float())
+    except Exception as err:  # fails to compile or launch on this device / shape
+        return failing(f"{type(err).__name__}: {err}")
+    if not error <= bound:
+        return failing(f"wrong result: relative error {error:.2e} > {bound:.0e} against the reference")
+    return timed
+
+
 # ----------------------------------------------------------------------------- ceilings
 
 
