@@ -56,6 +56,7 @@ from typing import NamedTuple
 import torch
 
 from slimtorch.core.checks import check_choice, check_finite, check_tensor
+from slimtorch.core.packing import pack_bits, unpack_bits, words_for
 
 INT8_MAX = 127
 INT4_MAX = 15
@@ -109,37 +110,18 @@ def round_half_even(x: torch.Tensor) -> torch.Tensor:
 
 def words_per_column(k: int, bits: int) -> int:
     """Rows of int32 words holding K codes of ``bits`` bits."""
-    return math.ceil(k / (32 // bits))
+    return words_for(k, bits)
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """(N, K) integer codes in [0, 2^bits) → (ceil(K / P), N) int32 words, P = 32 / bits (see module doc)."""
-    check_choice(bits, "bits", (1, 2, 4, 8))
-    check_tensor(codes, "codes", ndim=2)
-    if codes.dtype.is_floating_point or codes.dtype == torch.bool:
-        raise TypeError(f"codes: expected an integer dtype, got {str(codes.dtype).replace('torch.', '')}")
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 2**bits):
-        raise ValueError(
-            f"codes: expected values in [0, {2**bits - 1}] for bits={bits}, got [{codes.min()}, {codes.max()}]"
-        )
-    n, k = codes.shape
-    per_word = 32 // bits
-    rows = words_per_column(k, bits)
-    padded = torch.zeros(n, rows * per_word, dtype=torch.int64, device=codes.device)
-    padded[:, :k] = codes
-    shifts = torch.arange(per_word, device=codes.device, dtype=torch.int64) * bits
-    words = (padded.view(n, rows, per_word) << shifts).sum(-1)  # disjoint bits: sum == or, < 2^32
-    words = torch.where(words >= 2**31, words - 2**32, words)  # reinterpret as two's complement int32
-    return words.to(torch.int32).t().contiguous()
+    """(N, K) integer codes in [0, 2^bits) → (ceil(K / P), N) int32 words, P = 32 / bits: the
+    packing of :mod:`slimtorch.core.packing`, words along columns (see module doc)."""
+    return pack_bits(codes, bits).t().contiguous()
 
 
 def unpack_codes(qweight: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     """Inverse of :func:`pack_codes`: (ceil(K / P), N) int32 → (N, K) int64 codes."""
-    rows, n = qweight.shape
-    per_word = 32 // bits
-    shifts = torch.arange(per_word, device=qweight.device, dtype=torch.int64) * bits
-    codes = (qweight.t().to(torch.int64).unsqueeze(-1) >> shifts) & (2**bits - 1)
-    return codes.reshape(n, rows * per_word)[:, :k]
+    return unpack_bits(qweight.t(), bits, k)
 
 
 # ----------------------------------------------------------------------------- int8

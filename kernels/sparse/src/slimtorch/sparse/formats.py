@@ -52,6 +52,7 @@ import math
 import torch
 
 from slimtorch.core.checks import check_divisible, check_finite, check_positive, check_tensor
+from slimtorch.core.packing import pack_bits, to_int32_bits, unpack_bits
 
 INDEX_BITS = 2
 VALUES_PER_META_WORD = 16  # 16 two-bit indices per int32 word
@@ -76,29 +77,15 @@ def _check_2d_weight(weight: torch.Tensor, name: str) -> None:
     check_divisible(weight.shape[1], 4, f"{name}.shape[1] (K)")
 
 
-def _to_int32_bits(words: torch.Tensor) -> torch.Tensor:
-    """int64 holding 32-bit patterns -> int32 with the same bits (two's complement)."""
-    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-
-
 def pack_meta(indices: torch.Tensor) -> torch.Tensor:
-    """(N, K/2) in-group indices (0..3) -> (N, ceil(K/32)) int32 words (layout in the module doc)."""
-    n, half_k = indices.shape
-    words = meta_words(2 * half_k)
-    padded = torch.zeros(n, words * VALUES_PER_META_WORD, dtype=torch.int64, device=indices.device)
-    padded[:, :half_k] = indices.to(torch.int64)
-    shifts = INDEX_BITS * torch.arange(VALUES_PER_META_WORD, device=indices.device, dtype=torch.int64)
-    packed = (padded.reshape(n, words, VALUES_PER_META_WORD) << shifts).sum(-1)
-    return _to_int32_bits(packed)
+    """(N, K/2) in-group indices (0..3) -> (N, ceil(K/32)) int32 words (layout in the module doc:
+    the 2-bit packing of :mod:`slimtorch.core.packing`)."""
+    return pack_bits(indices, INDEX_BITS)
 
 
 def unpack_meta(meta: torch.Tensor, half_k: int) -> torch.Tensor:
     """(N, ceil(K/32)) int32 words -> (N, K/2) int64 in-group indices (0..3)."""
-    n = meta.shape[0]
-    shifts = INDEX_BITS * torch.arange(VALUES_PER_META_WORD, device=meta.device, dtype=torch.int64)
-    words = meta.to(torch.int64) & 0xFFFFFFFF
-    indices = (words.unsqueeze(-1) >> shifts) & 3
-    return indices.reshape(n, -1)[:, :half_k]
+    return unpack_bits(meta, INDEX_BITS, half_k)
 
 
 def prune_24(weight: torch.Tensor) -> torch.Tensor:
@@ -189,7 +176,7 @@ def to_mma_sp_metadata(meta: torch.Tensor) -> torch.Tensor:
     words = words.reshape(tiles, 2, 8, steps)  # [t, h, g, s]: row 16t + 8h + g
     halves = torch.stack([words & 0xFFFF, words >> 16], dim=-1)  # [t, h, g, s, c]
     registers = halves[:, 0] | (halves[:, 1] << 16)  # [t, g, s, c]
-    return _to_int32_bits(registers.permute(0, 2, 1, 3).reshape(tiles, steps, 16).contiguous())
+    return to_int32_bits(registers.permute(0, 2, 1, 3).reshape(tiles, steps, 16).contiguous())
 
 
 def from_mma_sp_metadata(meta_mma: torch.Tensor, n: int) -> torch.Tensor:
@@ -198,7 +185,7 @@ def from_mma_sp_metadata(meta_mma: torch.Tensor, n: int) -> torch.Tensor:
     registers = (meta_mma.to(torch.int64) & 0xFFFFFFFF).reshape(tiles, steps, 8, 2).permute(0, 2, 1, 3)
     rows = torch.stack([registers & 0xFFFF, registers >> 16], dim=1)  # [t, h, g, s, c]
     words = rows[..., 0] | (rows[..., 1] << 16)  # [t, h, g, s]
-    return _to_int32_bits(words.reshape(tiles * MMA_TILE_ROWS, steps)[:n].contiguous())
+    return to_int32_bits(words.reshape(tiles * MMA_TILE_ROWS, steps)[:n].contiguous())
 
 
 # ----------------------------------------------------------------------------- channel permutation

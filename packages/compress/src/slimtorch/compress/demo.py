@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from slimtorch.core import bench
-from slimtorch.core.formats import CompressionFormat, available_formats
+from slimtorch.core.formats import CompressionFormat, available_formats, import_all_packages
 from slimtorch.core.metrics import sqnr
 from slimtorch.core.model_stats import count_parameters, disk_bytes, memory_bytes
 from slimtorch.core.testing import SmallCompactCNN, randn
@@ -64,7 +64,7 @@ def build_model(name: str) -> nn.Module:
     """A built-in model by name, else a timm model name (zoo models included; random weights)."""
     if name in BUILTIN_MODELS:
         return BUILTIN_MODELS[name]()
-    default_models()  # registers the zoo's models where it is installed
+    import_all_packages()  # the zoo, where installed, registers its models with timm
     try:
         import timm
     except ImportError as err:
