@@ -82,16 +82,17 @@ def _requirement(name: str) -> str:
     return f"{path}[{','.join(extras)}]" if extras else path
 
 
-def _install(session: nox.Session, names: list[str]) -> None:
+def _install(session: nox.Session, names: list[str], pins: tuple[str, ...] = ()) -> None:
     """Install our distributions from their folders (non-editable, as users get them), always
-    rebuilt so a reused venv never runs stale code, plus their test extras."""
+    rebuilt so a reused venv never runs stale code, plus their test extras; ``pins`` constrain
+    the same resolution (e.g. an older torch)."""
     names = _with_local_deps(names)
     reqs = [_requirement(n) for n in names]
     if session.venv_backend == "uv":
         reinstall = [a for n in names for a in ("--reinstall-package", n)]
-        session.install(*reinstall, *reqs, *TEST_TOOLS)
+        session.install(*reinstall, *reqs, *TEST_TOOLS, *pins)
     else:
-        session.install(*reqs, *TEST_TOOLS)
+        session.install(*reqs, *TEST_TOOLS, *pins)
         session.install("--force-reinstall", "--no-deps", *[str(DISTS[n]["path"]) for n in names])
 
 
@@ -114,9 +115,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def compat(session: nox.Session) -> None:
     """The CPU suite against the oldest torch/triton we promise (those of the lent GPU machines)."""
-    session.install(*OLDEST_STACK)
-    _install(session, CODE_DISTS)
-    session.install(*OLDEST_STACK)  # keep the pins if a dependency pulled a newer torch
+    _install(session, CODE_DISTS, pins=tuple(OLDEST_STACK))
     session.run("python", "-c", "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)")
     args = session.posargs or ["tests", "-n", "2"]
     session.run("pytest", *args, env=CPU_TEST_ENV)
