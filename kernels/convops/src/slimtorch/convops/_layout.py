@@ -20,7 +20,6 @@ from slimtorch.core.dispatch import empty_output
 # dtypes every convops op accepts. float64 runs the reference (there are no fp64 kernels); it
 # exists for torch.autograd.gradcheck.
 FLOAT_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-KERNEL_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:

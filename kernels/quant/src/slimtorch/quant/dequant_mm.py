@@ -33,13 +33,13 @@ import torch
 import triton
 import triton.language as tl
 
-from slimtorch.core.checks import check_same_device, check_tensor
+from slimtorch.core.checks import KERNEL_DTYPES, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import grouped_tile, splitk_reduce
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 
-ACTIVATION_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+ACTIVATION_DTYPES = KERNEL_DTYPES
 SCALE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 FORMATS = ("int8", "int4", "lowbit", "codebook")
 

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from slimtorch.core.activations import ACTIVATIONS
-from slimtorch.core.checks import check_choice, check_divisible, check_same_device, check_tensor
+from slimtorch.core.checks import KERNEL_DTYPES, check_choice, check_divisible, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import grouped_tile, store_output
 from slimtorch.core.library import kernel_op
@@ -34,7 +34,7 @@ from slimtorch.core.tuning import autotune_configs
 from slimtorch.sparse._linear import linear_grads
 from slimtorch.sparse.formats import BLOCK_SIZES, bsr_blocks_of, from_bsr
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SUPPORTED_DTYPES = KERNEL_DTYPES
 
 
 def _config(block_m: int, warps: int, stages: int) -> triton.Config:

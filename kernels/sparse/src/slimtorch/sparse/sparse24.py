@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from slimtorch.core.activations import ACTIVATIONS
-from slimtorch.core.checks import check_choice, check_divisible, check_same_device, check_tensor
+from slimtorch.core.checks import KERNEL_DTYPES, check_choice, check_divisible, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import grouped_tile, splitk_reduce, store_output, store_partial
 from slimtorch.core.library import kernel_op
@@ -47,7 +47,7 @@ from slimtorch.core.tuning import autotune_configs
 from slimtorch.sparse._linear import linear_grads
 from slimtorch.sparse.formats import decompress_24, kept_columns, meta_words
 
-SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+SUPPORTED_DTYPES = KERNEL_DTYPES
 
 # Dispatch thresholds — UNMEASURED until a GPU run (python -m slimtorch.sparse.bench).
 GEMV_MAX_M = 4  # M <= this: gather GEMV on CUDA cores; above: per-slot tl.dot kernel

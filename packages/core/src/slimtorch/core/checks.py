@@ -20,6 +20,9 @@ import torch
 
 ShapeSpec = Sequence["int | str | None"]
 
+# The activation dtypes every slimtorch kernel takes (fp32 accumulation throughout).
+KERNEL_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
+
 
 def _fmt_dtypes(dtypes: Iterable[torch.dtype]) -> str:
     names = [str(d).replace("torch.", "") for d in dtypes]
