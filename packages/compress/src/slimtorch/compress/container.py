@@ -1,0 +1,398 @@
+"""The compressed file: one safetensors file, packed tensors plus a JSON manifest; never pickle.
+
+Layout (format version 1). The safetensors metadata holds one string, ``slimtorch.compressed``:
+64 hex digits, the sha256 of the rest (tampering with the manifest is caught), then the manifest,
+JSON with sorted keys (one key, so the file's bytes do not depend on a map's order)::
+
+    {"format_version": 1,
+     "architecture": {"name": "lenet300_100", "kwargs": {...}} | null,   # how to rebuild the float model
+     "layers": {fqn: describe_layer(...)},      # compressed layers to rebuild at their names (quant's layout)
+     "tensors": {state_dict key: {"encoding": ..., "dtype": ..., "shape": [...], ...}},
+     "checksums": {stored tensor name: sha256[:16] of its bytes},
+     "extra": {...}}                            # free-form (the run's report, accuracy, ...)
+
+Each state_dict entry is stored with one ``encoding``:
+
+- ``"raw"``: the tensor itself, under its own key.
+- ``"codes"``: a :class:`~slimtorch.quant.CodebookLinear`'s packed ``qweight`` stored as its
+  N·K codebook indices (row-major), entropy-coded (:mod:`slimtorch.compress.entropy`) into
+  ``<key>:payload`` (uint8) and ``<key>:counts`` (int32); ``bits``, ``in_features`` say how to repack.
+- ``"int8"``: an int8 tensor's values + 128, entropy-coded the same way (alphabet 256).
+- ``"sparse"``: a float tensor with at least half its entries exactly zero (a pruned weight): the
+  nonzero mask (row-major, alphabet 2) entropy-coded into ``<key>:mask_payload`` / ``:mask_counts``,
+  and the nonzero values in order in ``<key>:values``.
+
+Loading checks, before anything is decoded: the safetensors header (8-byte length within the file,
+at most :data:`MAX_HEADER_BYTES`, JSON, every tensor's byte range inside the file and equal to its
+dtype x shape), the manifest's own checksum, then each stored tensor's checksum; a decoded stream
+must produce exactly the manifest's element count (bounded by :data:`MAX_ELEMENTS`). Anything
+wrong raises :class:`CorruptFileError` (a ``ValueError``) naming the file and what is wrong.
+
+The loaded model runs from the compressed form: codebook layers keep their indices and run
+quant's codebook GEMM (``codebook_mm``), int4 layers the dequantising GEMM, and so on — decoding
+restores exactly the packed buffers that were saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+from torch import nn
+
+from slimtorch.compress import entropy
+from slimtorch.core.model_stats import state_dict_tensors
+from slimtorch.core.modules import GemmConv2d, replace_submodule
+
+FORMAT_VERSION = 1
+MANIFEST_KEY = "slimtorch.compressed"
+MAX_HEADER_BYTES = 16 << 20
+MAX_ELEMENTS = 1 << 31
+CODERS = ("ans", "huffman", "zstd", "raw")
+SPARSE_MIN_ZEROS = 0.5
+
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+_DTYPE_NAMES = {v: str(v).removeprefix("torch.") for v in _DTYPES.values()}
+_DTYPE_BY_NAME = {n: d for d, n in _DTYPE_NAMES.items()}
+
+
+class CorruptFileError(ValueError):
+    """A compressed file that is truncated, tampered with or not one of ours."""
+
+
+def _digest(t: torch.Tensor) -> str:
+    data = t.contiguous().reshape(-1).clone().view(torch.uint8).numpy().tobytes() if t.numel() else b""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _quant_layers():
+    try:
+        from slimtorch.quant import layers as quant_layers
+    except ImportError:
+        return None
+    return quant_layers
+
+
+def compressed_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers the loader must rebuild (quant's layers, or a GemmConv2d around one), by name."""
+    quant_layers = _quant_layers()
+    if quant_layers is None:
+        return {}
+    found: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if any(name.startswith(f"{p}.") for p in found):
+            continue
+        if isinstance(module, quant_layers.QuantizedLinear) or (
+            isinstance(module, GemmConv2d) and isinstance(module.gemm, quant_layers.QuantizedLinear)
+        ):
+            found[name] = module
+    return found
+
+
+def _unsupported(model: nn.Module) -> str | None:
+    """A module with buffers the loader could not rebuild (a masked layer, a foreign layer)."""
+    rebuilt = compressed_layers(model)
+    for name, module in model.named_modules():
+        if any(name == p or name.startswith(f"{p}.") for p in rebuilt):
+            continue
+        if type(module).__name__.startswith("Parametrized"):
+            return f"{name}: a masked (parametrized) layer; call slimtorch.compress.prune.finalize_(model) first"
+    return None
+
+
+@dataclass
+class SavedFile:
+    """What :func:`save_compressed` wrote: the path, its size, and bytes per stored tensor."""
+
+    path: Path
+    file_bytes: int
+    tensor_bytes: dict[str, int]
+    coder: str
+
+
+def _encode_stream(key: str, symbols: np.ndarray, alphabet: int, coder: str, stored: dict, prefix: str = "") -> dict:
+    enc = entropy.encode(symbols, alphabet, coder)
+    stored[f"{key}:{prefix}payload"] = torch.from_numpy(enc.payload.copy())
+    stored[f"{key}:{prefix}counts"] = torch.from_numpy(enc.counts.astype(np.int32).copy())
+    return {f"{prefix}coder": coder, f"{prefix}symbols": enc.num_symbols, f"{prefix}alphabet": alphabet}
+
+
+def _is_sparse(t: torch.Tensor) -> bool:
+    return t.is_floating_point() and t.numel() >= 64 and (t == 0).float().mean().item() >= SPARSE_MIN_ZEROS
+
+
+def _codebook_layers(model: nn.Module) -> dict[str, Any]:
+    quant_layers = _quant_layers()
+    if quant_layers is None:
+        return {}
+    return {f"{n}.qweight": m for n, m in model.named_modules() if isinstance(m, quant_layers.CodebookLinear)}
+
+
+def save_compressed(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    coder: str = "ans",
+    architecture: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> SavedFile:
+    """Write ``model`` (float, pruned, quantized or a mix) as a compressed file (module docstring).
+
+    ``coder``: "ans" | "huffman" | "zstd" entropy-codes codebook indices, int8 values and sparse
+    masks; "raw" stores every tensor as it is. ``architecture`` ({"name", "kwargs"}) lets
+    :func:`load_model` rebuild the float model without being handed one.
+    """
+    if coder not in CODERS:
+        raise ValueError(f"coder: expected one of {CODERS}, got {coder!r}")
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"path: {path} exists; pass overwrite=True to replace it")
+    problem = _unsupported(model)
+    if problem is not None:
+        raise ValueError(f"model: {problem}")
+    quant_layers = _quant_layers()
+    layers = {n: quant_layers.describe_layer(m) for n, m in compressed_layers(model).items()} if quant_layers else {}
+    codebooks = _codebook_layers(model)
+    stored: dict[str, torch.Tensor] = {}
+    tensors: dict[str, dict] = {}
+    for key, t in state_dict_tensors(model).items():
+        t = t.detach().cpu().contiguous()
+        info: dict[str, Any] = {"dtype": _DTYPE_NAMES[t.dtype], "shape": list(t.shape), "encoding": "raw"}
+        if coder != "raw" and key in codebooks:
+            from slimtorch.quant import formats as quant_formats
+
+            layer = codebooks[key]
+            codes = quant_formats.unpack_codes(t, quant_formats.storage_bits(layer.bits), layer.in_features)
+            info.update(encoding="codes", bits=layer.bits, in_features=layer.in_features)
+            info.update(_encode_stream(key, codes.numpy().reshape(-1), 2**layer.bits, coder, stored))
+        elif coder != "raw" and t.dtype == torch.int8 and t.numel():
+            info.update(encoding="int8")
+            info.update(_encode_stream(key, t.numpy().astype(np.int32).reshape(-1) + 128, 256, coder, stored))
+        elif (
+            coder != "raw" and t.is_floating_point() and t.numel() >= 64 and (t == 0).float().mean() >= SPARSE_MIN_ZEROS
+        ):
+            mask = (t != 0).reshape(-1)
+            info.update(encoding="sparse")
+            info.update(_encode_stream(key, mask.numpy().astype(np.int32), 2, coder, stored, prefix="mask_"))
+            stored[f"{key}:values"] = t.reshape(-1)[mask].clone()
+        else:
+            stored[key] = t
+        tensors[key] = info
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "architecture": architecture,
+        "layers": layers,
+        "tensors": tensors,
+        "checksums": {name: _digest(t) for name, t in sorted(stored.items())},
+        "extra": extra or {},
+    }
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    metadata = {MANIFEST_KEY: hashlib.sha256(text.encode()).hexdigest() + text}
+    tmp = path.with_name(path.name + ".tmp")
+    safetensors.torch.save_file(stored, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+    sizes = {name: t.numel() * t.element_size() for name, t in stored.items()}
+    return SavedFile(path, path.stat().st_size, sizes, coder)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _read_header(path: Path) -> dict:
+    """The safetensors header, validated against the file's size before safetensors reads it."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise CorruptFileError(f"{path}: {size} bytes, too short for a safetensors header")
+            (n,) = struct.unpack("<Q", head)
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise CorruptFileError(f"{path}: header length {n} does not fit a file of {size} bytes (truncated?)")
+            raw = f.read(n)
+    except OSError as err:
+        raise CorruptFileError(f"{path}: cannot read: {err}") from err
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CorruptFileError(f"{path}: header is not JSON: {err}") from err
+    if not isinstance(header, dict):
+        raise CorruptFileError(f"{path}: header is not a JSON object")
+    data_bytes = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (start, end) = _DTYPES[entry["dtype"]], entry["shape"], entry["data_offsets"]
+            count = math.prod(int(s) for s in shape)
+            ok = all(int(s) >= 0 for s in shape) and 0 <= start <= end <= data_bytes
+            ok = ok and end - start == count * torch.empty(0, dtype=dtype).element_size()
+        except (KeyError, TypeError, ValueError) as err:
+            raise CorruptFileError(f"{path}: tensor {name!r} has a malformed header entry: {err!r}") from err
+        if not ok:
+            raise CorruptFileError(f"{path}: tensor {name!r} lies outside the file or disagrees with its shape")
+    return header
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of a compressed file, its checksum verified."""
+    path = Path(path)
+    header = _read_header(path)
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or MANIFEST_KEY not in metadata:
+        raise CorruptFileError(f"{path}: no {MANIFEST_KEY!r} manifest; not a slimtorch compressed file")
+    value = metadata[MANIFEST_KEY]
+    digest, text = (value[:64], value[64:]) if isinstance(value, str) else ("", "")
+    if hashlib.sha256(text.encode()).hexdigest() != digest:
+        raise CorruptFileError(f"{path}: the manifest's checksum does not match (tampered or corrupt)")
+    manifest = json.loads(text)
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise CorruptFileError(f"{path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return manifest
+
+
+def _stream(path: Path, key: str, info: dict, stored: dict, prefix: str = "") -> np.ndarray:
+    try:
+        enc = entropy.Encoded(
+            info[f"{prefix}coder"],
+            stored[f"{key}:{prefix}payload"].numpy(),
+            stored[f"{key}:{prefix}counts"].numpy(),
+            int(info[f"{prefix}symbols"]),
+            int(info[f"{prefix}alphabet"]),
+        )
+        if not 0 <= enc.num_symbols <= MAX_ELEMENTS:
+            raise ValueError(f"{enc.num_symbols} symbols is more than {MAX_ELEMENTS}")
+        return entropy.decode(enc)
+    except (KeyError, TypeError, ValueError) as err:
+        raise CorruptFileError(f"{path}: tensor {key!r} does not decode: {err}") from err
+
+
+def _decode_tensor(path: Path, key: str, info: dict, stored: dict) -> torch.Tensor:
+    dtype, shape = _DTYPE_BY_NAME[info["dtype"]], [int(s) for s in info["shape"]]
+    count = math.prod(shape)
+    encoding = info["encoding"]
+    if encoding == "raw":
+        t = stored[key]
+    elif encoding == "codes":
+        from slimtorch.quant import formats as quant_formats
+
+        bits, k = int(info["bits"]), int(info["in_features"])
+        codes = _stream(path, key, info, stored)
+        if k <= 0 or codes.size % k:
+            raise CorruptFileError(f"{path}: tensor {key!r}: {codes.size} codes are not rows of {k}")
+        t = quant_formats.pack_codes(torch.from_numpy(codes).long().view(-1, k), quant_formats.storage_bits(bits))
+    elif encoding == "int8":
+        values = _stream(path, key, info, stored)
+        t = torch.from_numpy((values - 128).astype(np.int8))
+    elif encoding == "sparse":
+        mask = torch.from_numpy(_stream(path, key, info, stored, prefix="mask_").astype(bool))
+        values = stored[f"{key}:values"]
+        if mask.numel() != count or int(mask.sum()) != values.numel():
+            raise CorruptFileError(f"{path}: tensor {key!r}: the mask and the values disagree")
+        t = torch.zeros(count, dtype=values.dtype)
+        t[mask] = values
+    else:
+        raise CorruptFileError(f"{path}: tensor {key!r} has unknown encoding {encoding!r}")
+    if t.dtype != dtype or t.numel() != count:
+        raise CorruptFileError(
+            f"{path}: tensor {key!r} decodes to {t.dtype} x {t.numel()}, manifest says {dtype} x {count}"
+        )
+    return t.reshape(shape)
+
+
+def load_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(manifest, state_dict) of a compressed file: every check of the module docstring, every
+    stream decoded back to the exact tensors that were saved."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            names = set(f.keys())
+            checksums = manifest["checksums"]
+            if names != set(checksums):
+                raise CorruptFileError(
+                    f"{path}: stored tensors {sorted(names ^ set(checksums))} disagree with the manifest"
+                )
+            stored = {name: f.get_tensor(name) for name in sorted(names)}
+    except safetensors.SafetensorError as err:
+        raise CorruptFileError(f"{path}: not a readable safetensors file: {err}") from err
+    for name, t in stored.items():
+        if _digest(t) != checksums[name]:
+            raise CorruptFileError(f"{path}: tensor {name!r} fails its checksum (tampered or corrupt)")
+    try:
+        state = {key: _decode_tensor(path, key, info, stored) for key, info in manifest["tensors"].items()}
+    except (KeyError, TypeError) as err:
+        raise CorruptFileError(f"{path}: manifest entry missing or malformed: {err!r}") from err
+    return manifest, state
+
+
+def load_compressed(path: str | Path, model: nn.Module) -> nn.Module:
+    """Load a compressed file into ``model``, the float architecture it was compressed from: the
+    compressed layers are rebuilt at their names (quant's ``build_layer``), then every tensor is
+    loaded (strict). Returns the model (a new object only when the root itself was rebuilt)."""
+    manifest, state = load_state(path)
+    if manifest["layers"]:
+        quant_layers = _quant_layers()
+        if quant_layers is None:
+            raise ValueError(f"path: {path} holds quantized layers; install slimtorch-quant to load it")
+        for name, description in manifest["layers"].items():
+            device = next(iter(model.get_submodule(name).parameters()), torch.empty(0)).device
+            model = replace_submodule(model, name, quant_layers.build_layer(description, device))
+    device = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
+    model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+    return model.eval()
+
+
+def load_model(path: str | Path, builders: dict | None = None) -> nn.Module:
+    """Rebuild the float architecture named in the manifest (``builders[name](**kwargs)``, by default
+    the tasks' LeNets, else a timm / zoo model name) and load the file into it."""
+    manifest = read_manifest(path)
+    arch = manifest.get("architecture")
+    if not arch or "name" not in arch:
+        raise ValueError(f"path: {path} names no architecture; use load_compressed(path, model)")
+    from slimtorch.compress import tasks
+
+    builders = tasks.MODELS if builders is None else builders
+    name, kwargs = arch["name"], arch.get("kwargs") or {}
+    if name in builders:
+        model = builders[name](**kwargs)
+    else:
+        import timm
+
+        from slimtorch.core.registry import import_all_packages
+
+        import_all_packages()
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    return load_compressed(path, model)
+
+
+def file_bytes_by_coder(model: nn.Module, directory: str | Path, coders=CODERS) -> dict[str, int]:
+    """Bytes on disk of ``model``'s compressed file with each coder (written under ``directory``)."""
+    out = {}
+    for coder in coders:
+        saved = save_compressed(model, Path(directory) / f"probe-{coder}.slim.safetensors", coder=coder, overwrite=True)
+        out[coder] = saved.file_bytes
+        saved.path.unlink()
+    return out
