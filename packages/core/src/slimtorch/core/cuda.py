@@ -38,13 +38,15 @@ class CudaCompileError(RuntimeError):
     """NVRTC rejected a source; the message holds the compiler log."""
 
 
-def _require_cupy():
+def require_cupy():
+    """CuPy's NVRTC bindings, or an ImportError naming the ``[cuda]`` extra that installs CuPy."""
     try:
         import cupy  # noqa: F401
         from cupy_backends.cuda.libs import nvrtc
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         raise ImportError(
-            "slimtorch CUDA-C kernels need CuPy: pip install 'slimtorch-core[cuda]' "
+            "the 'cuda' backend (slimtorch's CUDA-C kernels) needs CuPy, which is the optional [cuda] extra: "
+            "pip install 'slimtorch-sparse[cuda]' / 'slimtorch-convops[cuda]' / 'slimtorch-core[cuda]' "
             "(or cupy-cuda12x / cupy-cuda13x matching your CUDA)"
         ) from err
     return nvrtc
@@ -91,7 +93,7 @@ def compile_cubin(
     """Compile CUDA C ``source`` to a cubin for ``arch`` (e.g. "sm_90"); no GPU needed."""
     if not arch.startswith(("sm_", "compute_")):
         raise ValueError(f"arch: expected 'sm_XY' such as 'sm_90', got {arch!r}")
-    nvrtc = _require_cupy()
+    nvrtc = require_cupy()
     includes = [f"-I{d}" for d in cuda_include_dirs()]
     opts = [f"--gpu-architecture={arch}", *options, *includes]
     prog = nvrtc.createProgram(source, filename, [], [])
@@ -101,9 +103,31 @@ def compile_cubin(
         except nvrtc.NVRTCError as err:
             log = nvrtc.getProgramLog(prog)
             raise CudaCompileError(f"{filename} ({arch}) failed to compile:\n{log}") from err
-        return nvrtc.getCUBIN(prog)
+        return _whole_elf(nvrtc.getCUBIN(prog))
     finally:
         nvrtc.destroyProgram(prog)
+
+
+def _whole_elf(cubin: bytes) -> bytes:
+    """CuPy's ``getCUBIN`` drops the cubin's last byte (it treats the buffer as a NUL-terminated
+    string), so cuobjdump rejects it; pad it back to the size its ELF headers describe (the end of
+    the furthest section, section-header or program-header table)."""
+    import struct
+
+    if cubin[:4] != b"\x7fELF" or cubin[4] != 2:  # only 64-bit ELF cubins
+        return cubin
+    phoff, shoff = struct.unpack_from("<QQ", cubin, 0x20)
+    phentsize, phnum, shentsize, shnum = struct.unpack_from("<HHHH", cubin, 0x36)
+    end = max(shoff + shentsize * shnum, phoff + phentsize * phnum)
+    for i in range(shnum):
+        header = shoff + i * shentsize
+        if header + 0x28 > len(cubin):
+            break
+        kind = struct.unpack_from("<I", cubin, header + 4)[0]
+        offset, size = struct.unpack_from("<QQ", cubin, header + 0x18)
+        if kind != 8:  # SHT_NOBITS occupies no file bytes
+            end = max(end, offset + size)
+    return cubin + b"\0" * (end - len(cubin)) if end > len(cubin) else cubin
 
 
 def compile_cached(source: str, arch: str, *, options: Sequence[str], filename: str) -> bytes:
@@ -191,6 +215,7 @@ def load_module(
 
     ``source`` is a path to a ``.cu`` file or the source text itself.
     """
+    require_cupy()
     import cupy
 
     if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".cu")):
