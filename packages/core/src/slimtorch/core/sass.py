@@ -1,0 +1,713 @@
+"""Static SASS performance report: every kernel, on the real shapes it serves, compiled for sm_90a
+exactly as the runtime specialises it, read from the cubin. No GPU needed.
+
+    python -m slimtorch.core.sass [--quick] [--out benchmarks/static] [--families quant sparse convops]
+
+For each case of :mod:`slimtorch.core.sass_cases` (an op's launcher on a real layer shape) the
+launches are captured (:mod:`slimtorch.core.capture`: Triton's own specialisation, every autotune
+config), compiled with ``triton.compile`` for sm_90a, disassembled with the ``nvdisasm`` /
+``cuobjdump`` shipped in the triton wheel, and measured. The CUDA-C sources (``cuda/*.cu``) are
+compiled with NVRTC for sm_90a and read the same way. Output: ``<out>/sm_90a.json`` (one row per
+kernel launch × shape × autotune config) and ``<out>/sm_90a.md``.
+
+What each row holds, and how it is measured (exact = read off the binary; model = arithmetic):
+
+- ``regs`` (exact, ``cuobjdump -res-usage``), ``stack`` bytes and ``spills`` = the number of
+  local-memory instructions (STL + LDL) in the SASS (exact; register spills or local arrays),
+  ``smem`` = the kernel's shared memory (Triton's metadata, plus static shared memory);
+- ``ctas_per_sm``: min(64 warps / warps per CTA, 65536 registers / (⌈regs·32/256⌉·256 per warp ·
+  warps), 228 KB / (smem + 1 KB reserved), 32) — the H100/H200 limits;
+- ``tensor_core`` (HMMA / HGMMA / IMMA / IGMMA / QGMMA opcodes, sparse forms ``.SP``),
+  ``async_copy`` (LDGSTS, UTMALDG / UBLKCP bulk copies) and ``vector_loads`` (global / shared loads
+  by width, e.g. ``LDG.E.128``) present in the kernel (exact);
+- the hot loop: the body of the backward branch (``BRA`` to an earlier label) whose body holds
+  the most global loads and matrix instructions (Triton's K loop); ``loop_instructions`` is its
+  static length in warp instructions (exact);
+- ``instr_per_weight`` (GEMM/GEMV): per-thread SASS instructions per weight element in the hot
+  loop = loop_instructions · 32 · warps / weights one iteration of one program covers (BLOCK_K ·
+  BLOCK_N, 2·BLOCK_N·BLOCK_V for the 2:4 GEMV, bs² for BSR; dense-equivalent elements except BSR,
+  which counts stored ones). ``instr_per_output`` (conv ops): per-thread instructions executed per
+  output element = (straight-line instructions + loop body × trips) · 32 · warps / outputs per
+  program (a kernel without a loop counts every instruction once: an upper bound, since masked
+  tails and untaken branches are included);
+- ceilings (model): issue time = warp instructions executed (programs × warps × (straight-line +
+  loop body × trips per program)) / (132 SMs × 4 schedulers × 1 instruction/clock × 1.755 GHz);
+  roofline time = max(min bytes / 3.35 TB/s HBM, FLOPs / the matrix peak — 989 TFLOP/s dense fp16
+  and bf16, 1979 int8, 495 tf32 — scaled by 0.67 when the kernel uses only ``mma.sync`` (HMMA/IMMA,
+  no wgmma; Hopper reaches about two thirds of peak through it), or the 59 TFLOP/s fp32 FMA rate
+  when it has no matrix instruction). ``static_ceiling`` = roofline time / max(roofline time,
+  issue time): the fraction of the binding peak (``bound``: hbm, tensor or fma) the instruction
+  stream allows. It ignores latency, occupancy, waves and the prologue's one-time costs, so it is
+  an upper bound on the fraction a GPU will measure.
+
+``best`` marks, per case, the autotune config with the highest static ceiling (then fewest
+instructions). Every row records the Triton version. ``BUDGETS`` below is the CI gate's table
+(tests/core/test_sass.py): per kernel regime, the maximum instructions per weight / output and
+registers, the minimum static ceiling, no spills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import triton
+
+from slimtorch.core.capture import CudaLaunch, TritonLaunch, capture
+
+ARCH_NAME = "sm_90a"
+SMS = 132
+SCHEDULERS_PER_SM = 4
+CLOCK_HZ = 1.755e9
+ISSUE_RATE = SMS * SCHEDULERS_PER_SM * CLOCK_HZ  # warp instructions per second, whole chip
+HBM_BYTES_PER_S = 3.35e12
+TENSOR_PEAK = {"float16": 989.4e12, "bfloat16": 989.4e12, "int8": 1978.9e12, "float32": 494.7e12}
+MMA_SYNC_FRACTION = 0.67  # mma.sync (HMMA/IMMA) on Hopper vs the wgmma peak
+FMA_PEAK = SMS * 128 * 2 * CLOCK_HZ  # fp32 FMA lanes
+REGS_PER_SM = 65536
+SMEM_PER_SM = 228 * 1024
+SMEM_RESERVED_PER_CTA = 1024
+MAX_WARPS_PER_SM = 64
+MAX_CTAS_PER_SM = 32
+
+# The CI gate (tests/core/test_sass.py): per budget key (family op regime), today's measured
+# values with a small margin — a rewrite must not regress them. The issue's targets, which the
+# kernel work is to reach, are noted beside them (``target_*``), not enforced.
+BUDGETS: dict[str, dict[str, float]] = {
+    # measured 2026-12-01 (best config; triton 3.9 / 3.6): 8.56 / 9.04 instr per weight, ceiling 0.52 / 0.49
+    "quant int4-g128 gemv": {
+        "max_instr_per_weight": 9.5,
+        "min_static_ceiling": 0.46,
+        "max_regs": 216,
+        "target_max_instr_per_weight": 2.5,  # the issue's target
+        "target_min_static_ceiling": 0.85,  # the issue's target: >= 85% of HBM
+    },
+    # measured: 11.5 instr per dense-equivalent weight, ceiling 0.79, 128 registers (CUDA cores, no MMA)
+    "sparse 2:4 gemv": {
+        "max_instr_per_weight": 12.5,
+        "min_static_ceiling": 0.72,
+        "max_regs": 136,
+        "target_min_static_ceiling": 0.80,  # the issue's target: >= 80% of HBM
+    },
+    # measured: 59.6 instr per output (every instruction once: an upper bound), ceiling 0.60, 102 registers
+    "convops depthwise conv": {"max_instr_per_output": 66.0, "min_static_ceiling": 0.54, "max_regs": 112},
+    # measured: 47.0 instr per output, ceiling 0.75, 64 registers
+    "convops channel_shuffle conv": {"max_instr_per_output": 52.0, "min_static_ceiling": 0.68, "max_regs": 72},
+}
+
+# Weight elements one loop iteration of one program covers, for kernels not shaped BLOCK_K × BLOCK_N.
+ITERATION_WEIGHTS = {
+    "_sparse24_gemv_kernel": lambda c: 2 * c["BLOCK_N"] * c["BLOCK_V"],
+    "_bsr_mm_kernel": lambda c: c["BLOCK_SIZE"] ** 2,
+}
+
+_TENSOR_OPS = ("HMMA", "HGMMA", "IMMA", "IGMMA", "QGMMA", "BMMA", "OMMA")
+_ASYNC_OPS = ("LDGSTS", "UTMALDG", "UBLKCP", "UTMAPF")
+_GLOBAL_LOADS = ("LDG", "LDGSTS", "UTMALDG", "UBLKCP")
+
+
+# ----------------------------------------------------------------------------- tools
+
+
+def tool(name: str) -> str:
+    """A CUDA binary tool shipped in the triton wheel (cuobjdump, nvdisasm, ptxas)."""
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: expected at {path} (the triton wheel's CUDA tools)")
+    return str(path)
+
+
+def _run_tool(name: str, args: list[str], cubin: bytes) -> str:
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(cubin)
+        f.flush()
+        run = subprocess.run([tool(name), *args, f.name], capture_output=True, text=True)
+    if run.returncode != 0 or not run.stdout.strip():
+        raise RuntimeError(f"{name} {' '.join(args)} failed on a cubin: {run.stderr.strip() or run.stdout.strip()}")
+    return run.stdout
+
+
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
+_LABEL = re.compile(r"^(\.L\w+):")
+_FUNC = re.compile(r"^\s*\.text\.(\S+):")
+_TARGET = re.compile(r"`\((\.L\w+)\)")
+
+
+def disassemble(cubin: bytes) -> dict[str, list[dict]]:
+    """function name -> instructions [{addr, pred, op, args, target}] (nvdisasm; labels resolved)."""
+    functions: dict[str, list[dict]] = {}
+    labels: dict[str, int] = {}
+    current: list[dict] | None = None
+    pending: list[str] = []
+    for line in _run_tool("nvdisasm", ["-c"], cubin).splitlines():
+        if m := _FUNC.match(line):
+            current = functions.setdefault(m.group(1), [])
+            continue
+        if m := _LABEL.match(line.strip()):
+            pending.append(m.group(1))
+            continue
+        if current is not None and (m := _INSTR.search(line)):
+            addr = int(m.group(1), 16)
+            for label in pending:
+                labels[label] = addr
+            pending = []
+            target = _TARGET.search(m.group(4))
+            current.append(
+                {
+                    "addr": addr,
+                    "pred": (m.group(2) or "").strip(),
+                    "op": m.group(3),
+                    "args": m.group(4),
+                    "target": target.group(1) if target else None,
+                }
+            )
+    for instrs in functions.values():
+        for ins in instrs:
+            ins["target_addr"] = labels.get(ins["target"]) if ins["target"] else None
+    return functions
+
+
+def resource_usage(cubin: bytes) -> dict[str, dict[str, int]]:
+    """function -> {REG, STACK, SHARED, LOCAL, ...} from ``cuobjdump -res-usage``."""
+    usage: dict[str, dict[str, int]] = {}
+    name = None
+    for line in _run_tool("cuobjdump", ["-res-usage"], cubin).splitlines():
+        if m := re.match(r"\s*Function (\S+):", line):
+            name = m.group(1)
+        elif name and "REG:" in line:
+            usage[name] = {k: int(v) for k, v in re.findall(r"(\w+(?:\[\d+\])?):(\d+)", line)}
+            name = None
+    return usage
+
+
+# ----------------------------------------------------------------------------- SASS analysis
+
+
+def _base(op: str) -> str:
+    return op.split(".")[0]
+
+
+def hot_loop(instrs: list[dict]) -> tuple[int, int] | None:
+    """(first, last) instruction index of the hot loop: among backward branches, the body with the
+    most global loads + matrix instructions, then the longest; None for straight-line code."""
+    index = {ins["addr"]: i for i, ins in enumerate(instrs)}
+    best, best_score = None, None
+    for i, ins in enumerate(instrs):
+        target = ins.get("target_addr")
+        if _base(ins["op"]) != "BRA" or target is None or target >= ins["addr"] or target not in index:
+            continue
+        start = index[target]
+        if i - start < 2:
+            continue
+        body = instrs[start : i + 1]
+        heavy = sum(_base(b["op"]) in _GLOBAL_LOADS + _TENSOR_OPS for b in body)
+        score = (heavy, len(body))
+        if best_score is None or score > best_score:
+            best, best_score = (start, i), score
+    return best
+
+
+def features(instrs: list[dict]) -> dict[str, Any]:
+    """Matrix, async-copy and vector-load opcodes present; local-memory (spill) instructions."""
+    tensor = sorted({ins["op"].split(".")[0] + (".SP" if ".SP" in ins["op"] else "") for ins in instrs
+                     if _base(ins["op"]) in _TENSOR_OPS})  # fmt: skip
+    asynchronous = sorted({_base(ins["op"]) for ins in instrs if _base(ins["op"]) in _ASYNC_OPS})
+    vectors: dict[str, int] = {}
+    for ins in instrs:
+        parts = ins["op"].split(".")
+        if parts[0] in ("LDG", "LDS", "LDGSTS", "STG", "STS") and parts[-1] in ("64", "128"):
+            key = f"{parts[0]}.{parts[-1]}"
+            vectors[key] = vectors.get(key, 0) + 1
+    spills = sum(_base(ins["op"]) in ("STL", "LDL") for ins in instrs)
+    return {"tensor_core": tensor, "async_copy": asynchronous, "vector_loads": vectors, "spills": spills}
+
+
+def occupancy(regs: int, smem: int, warps: int) -> int:
+    """CTAs per SM on H100/H200 from registers, shared memory and warps."""
+    regs_per_warp = math.ceil(max(regs, 1) * 32 / 256) * 256
+    by_regs = REGS_PER_SM // (regs_per_warp * warps)
+    by_smem = SMEM_PER_SM // (smem + SMEM_RESERVED_PER_CTA)
+    return max(0, min(MAX_WARPS_PER_SM // warps, by_regs, by_smem, MAX_CTAS_PER_SM))
+
+
+def _useful(instrs: list[dict]) -> list[dict]:
+    """Instructions that issue: not the NOP padding nor the trailing self-branch trap."""
+    return [
+        i for i in instrs if i["op"] != "NOP" and not (_base(i["op"]) == "BRA" and i.get("target_addr") == i["addr"])
+    ]
+
+
+def analyse(instrs: list[dict], warps: int, iter_weights: float | None, total_weights: float, m_tiles: int,
+            programs: int, outputs: int) -> dict[str, Any]:  # fmt: skip
+    """Loop length, instructions per weight / output and executed warp instructions (module doc)."""
+    useful = _useful(instrs)
+    loop = hot_loop(useful)
+    body = 0 if loop is None else loop[1] - loop[0] + 1
+    rest = len(useful) - body
+    trips = 1.0
+    if loop is not None and iter_weights and total_weights:
+        trips = max(1.0, m_tiles * total_weights / iter_weights / max(programs, 1))
+    executed_per_program = rest + body * trips
+    out = {
+        "instructions": len(useful),
+        "loop_instructions": body or None,
+        "trips": round(trips, 2) if loop is not None else None,
+        "warp_instructions": programs * warps * executed_per_program,
+        "instr_per_weight": None,
+        "instr_per_output": None,
+    }
+    if loop is not None and iter_weights:
+        out["instr_per_weight"] = round(body * 32 * warps / iter_weights, 3)
+    if outputs:
+        out["instr_per_output"] = round(executed_per_program * 32 * warps / (outputs / max(programs, 1)), 3)
+    return out
+
+
+def ceiling(warp_instructions: float, nbytes: float, flops: float, dot_dtype: str, tensor_core: list[str]) -> dict:
+    """Issue-rate vs roofline times (module doc); static_ceiling = fraction of the binding peak."""
+    if tensor_core:
+        wgmma = any("GMMA" in op for op in tensor_core)
+        peak = TENSOR_PEAK.get(dot_dtype, TENSOR_PEAK["float16"]) * (1.0 if wgmma else MMA_SYNC_FRACTION)
+        unit = "tensor"
+    else:
+        peak, unit = FMA_PEAK, "fma"
+    t_mem = nbytes / HBM_BYTES_PER_S
+    t_math = flops / peak if flops else 0.0
+    t_roof = max(t_mem, t_math)
+    t_issue = warp_instructions / ISSUE_RATE
+    return {
+        "roof_us": round(t_roof * 1e6, 3),
+        "issue_us": round(t_issue * 1e6, 3),
+        "bound": "hbm" if t_mem >= t_math else unit,
+        "static_ceiling": round(t_roof / max(t_roof, t_issue), 4) if t_roof > 0 else None,
+    }
+
+
+# ----------------------------------------------------------------------------- compiling
+
+
+class Compiler:
+    """triton.compile / NVRTC with an in-process cache keyed by the specialisation."""
+
+    def __init__(self):
+        self._triton: dict[str, dict] = {}
+        self._cuda: dict[str, dict] = {}
+
+    def triton(self, launch: TritonLaunch) -> dict:
+        key = launch.key()
+        if key not in self._triton:
+            compiled = launch.compile()
+            cubin = compiled.asm["cubin"]
+            name = compiled.metadata.name
+            usage = resource_usage(cubin).get(name, {})
+            self._triton[key] = {
+                "instrs": disassemble(cubin).get(name, []),
+                "regs": usage.get("REG"),
+                "stack": usage.get("STACK", 0),
+                "smem": int(compiled.metadata.shared) + usage.get("SHARED", 0),
+                "warps": int(compiled.metadata.num_warps),
+            }
+        return self._triton[key]
+
+    def cuda_source(self, path: Path) -> dict[str, dict]:
+        """Every extern "C" kernel of a .cu file compiled for sm_90a: function -> info."""
+        key = str(path)
+        if key not in self._cuda:
+            from slimtorch.core.cuda import compile_cubin
+
+            cubin = compile_cubin(path.read_text(), ARCH_NAME, filename=path.name)
+            usage = resource_usage(cubin)
+            self._cuda[key] = {
+                name: {"instrs": instrs, "regs": usage.get(name, {}).get("REG"),
+                       "stack": usage.get(name, {}).get("STACK", 0), "smem": usage.get(name, {}).get("SHARED", 0)}
+                for name, instrs in disassemble(cubin).items()
+            }  # fmt: skip
+        return self._cuda[key]
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _iteration_weights(launch: TritonLaunch) -> float | None:
+    c = launch.constexpr_values()
+    if launch.name in ITERATION_WEIGHTS:
+        return float(ITERATION_WEIGHTS[launch.name](c))
+    if "BLOCK_K" in c and "BLOCK_N" in c:
+        return float(c["BLOCK_K"] * c["BLOCK_N"])
+    return None
+
+
+def _primary(launches: list) -> str | None:
+    """The case's main kernel: the first autotuned one (else the first launched)."""
+    tuned = [launch.name for launch in launches if isinstance(launch, TritonLaunch) and launch.config is not None]
+    firsts = [launch.name for launch in launches if isinstance(launch, TritonLaunch)]
+    return (tuned or firsts or [None])[0]
+
+
+def triton_row(case, launch: TritonLaunch, info: dict, primary: bool) -> dict[str, Any]:
+    warps = info["warps"]
+    feats = features(info["instrs"])
+    c = launch.constexpr_values()
+    iter_weights = _iteration_weights(launch) if primary else None
+    m_tiles = math.ceil(case.dims.get("M", 1) / c["BLOCK_M"]) if "BLOCK_M" in c and "M" in case.dims else 1
+    if primary:
+        nbytes, flops, outputs, weights = case.nbytes, case.flops, case.outputs, case.weights
+    else:  # auxiliary launch (split-K reduction, activation quantizer): its tensors read or written once
+        nbytes = sum(v.nbytes for v in launch.args.values() if hasattr(v, "nbytes"))
+        flops, outputs, weights = 0.0, 0, 0.0
+    work = analyse(info["instrs"], warps, iter_weights, weights, m_tiles, launch.programs, outputs)
+    roof = ceiling(work["warp_instructions"], nbytes, flops, case.dot_dtype, feats["tensor_core"])
+    ctas = occupancy(info["regs"] or 0, info["smem"], warps)
+    return {
+        "kernel": f"{case.name} / {launch.name}",
+        "family": case.family,
+        "op": case.op,
+        "function": launch.name,
+        "shape": case.shape,
+        "config": launch.config,
+        "config_index": launch.config_index,
+        "autotune_key": None if launch.autotune_key is None else repr(launch.autotune_key),
+        "triton": triton.__version__,
+        "arch": ARCH_NAME,
+        "primary": primary,
+        "regime": case.regime,
+        "budget_key": f"{case.name} {case.regime}",
+        "grid": list(launch.grid),
+        "programs": launch.programs,
+        "warps": warps,
+        "regs": info["regs"],
+        "stack": info["stack"],
+        "spills": feats["spills"],
+        "smem": info["smem"],
+        "ctas_per_sm": ctas,
+        "waves": round(launch.programs / max(ctas * SMS, 1), 2),
+        "tensor_core": feats["tensor_core"],
+        "async_copy": feats["async_copy"],
+        "vector_loads": feats["vector_loads"],
+        "specialised_to_1": launch.specialised_ints(),
+        "divisible_by_16": launch.divisible(),
+        **{k: v for k, v in work.items() if k != "warp_instructions"},
+        **roof,
+        "best": False,
+    }
+
+
+def cuda_row(case, launch: CudaLaunch, info: dict) -> dict[str, Any]:
+    feats = features(info["instrs"])
+    useful = _useful(info["instrs"])
+    loop = hot_loop(useful)
+    threads = math.prod(launch.block)
+    warps = math.ceil(threads / 32)
+    return {
+        "kernel": f"{case.name} / cuda {launch.source}:{launch.name}",
+        "family": case.family,
+        "op": case.op,
+        "function": launch.name,
+        "shape": case.shape,
+        "config": {"block": list(launch.block), "shared_mem": launch.shared_mem},
+        "config_index": None,
+        "triton": triton.__version__,
+        "arch": ARCH_NAME,
+        "primary": True,
+        "regime": case.regime,
+        "budget_key": f"{case.name} {case.regime}",
+        "grid": list(launch.grid),
+        "programs": math.prod(launch.grid),
+        "warps": warps,
+        "regs": info["regs"],
+        "stack": info["stack"],
+        "spills": feats["spills"],
+        "smem": info["smem"] + launch.shared_mem,
+        "ctas_per_sm": occupancy(info["regs"] or 0, info["smem"] + launch.shared_mem, warps),
+        "tensor_core": feats["tensor_core"],
+        "async_copy": feats["async_copy"],
+        "vector_loads": feats["vector_loads"],
+        "instructions": len(useful),
+        "loop_instructions": None if loop is None else loop[1] - loop[0] + 1,
+        "instr_per_weight": None,  # no iteration model for hand-written CUDA C (see the module doc)
+        "instr_per_output": None,
+        "static_ceiling": None,
+        "best": True,
+    }
+
+
+def cuda_source_rows(compiler: Compiler) -> list[dict]:
+    """Every extern "C" kernel of every .cu source, shape-independent (regs, spills, instructions)."""
+    from slimtorch.core.cuda import find_cuda_sources
+
+    rows = []
+    unique = {path.name: path for path in reversed(find_cuda_sources())}  # a source installed twice counts once
+    for path in sorted(unique.values()):
+        try:
+            functions = compiler.cuda_source(path)
+        except Exception as err:
+            rows.append({"kernel": f"cuda {path.name}", "shape": "-", "error": f"{type(err).__name__}: {err}"})
+            continue
+        for name, info in sorted(functions.items()):
+            feats = features(info["instrs"])
+            useful = _useful(info["instrs"])
+            loop = hot_loop(useful)
+            rows.append(
+                {
+                    "kernel": f"cuda {path.name}:{name}",
+                    "family": path.parent.parent.name,
+                    "op": name,
+                    "function": name,
+                    "shape": "-",
+                    "config": None,
+                    "triton": triton.__version__,
+                    "arch": ARCH_NAME,
+                    "primary": True,
+                    "regime": "cuda",
+                    "regs": info["regs"],
+                    "stack": info["stack"],
+                    "spills": feats["spills"],
+                    "smem": info["smem"],
+                    "tensor_core": feats["tensor_core"],
+                    "async_copy": feats["async_copy"],
+                    "vector_loads": feats["vector_loads"],
+                    "instructions": len(useful),
+                    "loop_instructions": None if loop is None else loop[1] - loop[0] + 1,
+                    "instr_per_weight": None,
+                    "instr_per_output": None,
+                    "static_ceiling": None,
+                    "best": True,
+                }
+            )
+    return rows
+
+
+def mark_best(rows: list[dict]) -> None:
+    """Per (kernel, shape) of primary Triton rows: the config with the best static ceiling."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row.get("primary") and row.get("static_ceiling") is not None and row.get("config_index") is not None:
+            groups.setdefault((row["kernel"], row["shape"]), []).append(row)
+    for group in groups.values():
+        cost = lambda r: r.get("instr_per_weight") or r.get("instr_per_output") or 0.0
+        best = max(group, key=lambda r: (r["static_ceiling"], -cost(r), -(r["regs"] or 0)))
+        best["best"] = True
+
+
+def report(cases: Sequence, *, progress: bool = True, with_cuda_sources: bool = True) -> list[dict]:
+    """Capture, compile and measure every case (module doc); returns the rows."""
+    from tqdm.auto import tqdm
+
+    compiler = Compiler()
+    rows: list[dict] = []
+    bar = tqdm(cases, desc="sass", unit="case", disable=not progress)
+    for case in bar:
+        bar.set_postfix_str(f"{case.name} {case.shape}"[:60])
+        try:
+            with capture() as launches:
+                case.run()
+        except Exception as err:
+            rows.append({"kernel": case.name, "shape": case.shape, "error": f"capture: {type(err).__name__}: {err}"})
+            continue
+        primary = _primary(launches)
+        for launch in launches:
+            try:
+                if isinstance(launch, TritonLaunch):
+                    rows.append(triton_row(case, launch, compiler.triton(launch), launch.name == primary))
+                else:
+                    source = _cuda_source_path(launch.source)
+                    info = compiler.cuda_source(source)[launch.name]
+                    rows.append(cuda_row(case, launch, info))
+            except Exception as err:
+                rows.append(
+                    {
+                        "kernel": f"{case.name} / {getattr(launch, 'name', '?')}",
+                        "shape": case.shape,
+                        "config": getattr(launch, "config", None),
+                        "triton": triton.__version__,
+                        "error": f"{type(err).__name__}: {str(err)[:500]}",
+                    }
+                )
+    if with_cuda_sources:
+        rows.extend(cuda_source_rows(compiler))
+    mark_best(rows)
+    return rows
+
+
+def _cuda_source_path(filename: str) -> Path:
+    from slimtorch.core.cuda import find_cuda_sources
+
+    for path in find_cuda_sources():
+        if path.name == filename:
+            return path
+    raise FileNotFoundError(f"CUDA source {filename}: not among {[p.name for p in find_cuda_sources()]}")
+
+
+# ----------------------------------------------------------------------------- budgets
+
+
+def check_budgets(rows: Iterable[dict], budgets: dict[str, dict[str, float]] = BUDGETS) -> list[str]:
+    """Violations: any spill in any row; for rows marked best whose budget key has a budget, each
+    limit. Returns messages (empty = within budget)."""
+    problems = []
+    for row in rows:
+        where = f"{row.get('kernel')} [{row.get('shape')}] config {row.get('config')}"
+        if row.get("error"):
+            problems.append(f"{where}: {row['error']}")
+            continue
+        if row.get("spills"):
+            problems.append(f"{where}: {row['spills']} local-memory (spill) instructions")
+        budget = budgets.get(row.get("budget_key", ""))
+        if not budget or not row.get("best"):
+            continue
+        for field_name, limit, worse in (
+            ("instr_per_weight", budget.get("max_instr_per_weight"), lambda v, lim: v > lim),
+            ("instr_per_output", budget.get("max_instr_per_output"), lambda v, lim: v > lim),
+            ("regs", budget.get("max_regs"), lambda v, lim: v > lim),
+            ("static_ceiling", budget.get("min_static_ceiling"), lambda v, lim: v < lim),
+        ):
+            value = row.get(field_name)
+            if limit is not None and value is not None and worse(value, limit):
+                problems.append(f"{where}: {field_name} {value} outside its budget {limit} ({row['budget_key']})")
+    return problems
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def gpu_choices(results_dir: Path) -> dict[tuple[str, str], dict]:
+    """(function, autotune key) -> the config the autotuner chose on a GPU (``ci/gpu --quick``
+    writes ``benchmarks/results/<device>/autotune.json``)."""
+    chosen = {}
+    for path in sorted(results_dir.glob("*/autotune.json")):
+        try:
+            for entry in json.loads(path.read_text()):
+                chosen[(entry["function"], entry["key"])] = entry["config"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return chosen
+
+
+def mark_gpu_choices(rows: list[dict], results_dir: Path) -> None:
+    chosen = gpu_choices(results_dir)
+    for row in rows:
+        picked = chosen.get((row.get("function"), row.get("autotune_key")))
+        if picked is not None and row.get("config") is not None:
+            row["gpu_chosen"] = all(row["config"].get(k) == v for k, v in picked.items() if k in row["config"])
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def markdown(rows: list[dict], title: str) -> str:
+    """Summary (best config per kernel × shape) then every error."""
+    lines = [
+        f"# {title}",
+        "",
+        f"Generated by `python -m slimtorch.core.sass` with triton {triton.__version__} for {ARCH_NAME}; "
+        "method and models in the module docstring of `slimtorch/core/sass.py`. One line per kernel and shape: "
+        "the autotune config with the best static ceiling (every config is in the JSON). "
+        "`ceiling` = fraction of the binding peak (`bound`) the instruction issue rate allows.",
+        "",
+        "| kernel | shape | best config | regs | spills | smem | CTAs/SM | tensor core | async | vector loads "
+        "| loop instr | instr/weight | instr/output | bound | ceiling |",
+        "|---|---|---|---:|---:|---:|---:|---|---|---|---:|---:|---:|---|---:|",
+    ]
+    for row in rows:
+        if row.get("error") or not row.get("best"):
+            continue
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    row["kernel"],
+                    row["shape"],
+                    _fmt(row.get("config")),
+                    _fmt(row.get("regs")),
+                    _fmt(row.get("spills")),
+                    _fmt(row.get("smem")),
+                    _fmt(row.get("ctas_per_sm")),
+                    _fmt(row.get("tensor_core")),
+                    _fmt(row.get("async_copy")),
+                    _fmt(row.get("vector_loads")),
+                    _fmt(row.get("loop_instructions")),
+                    _fmt(row.get("instr_per_weight")),
+                    _fmt(row.get("instr_per_output")),
+                    _fmt(row.get("bound")),
+                    _fmt(row.get("static_ceiling")),
+                ]
+            )
+            + " |"
+        )
+    errors = [r for r in rows if r.get("error")]
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {r['kernel']} [{r['shape']}]: {r['error']}" for r in errors]
+    problems = check_budgets(rows)
+    lines += ["", "## Budgets (tests/core/test_sass.py gates a representative subset)", ""]
+    lines += [f"- `{key}`: {budget}" for key, budget in BUDGETS.items()]
+    lines += ["", "Outside budget in this report:" if problems else "Every row is within its budget."]
+    lines += [f"- {p}" for p in problems]
+    return "\n".join(lines) + "\n"
+
+
+def write(rows: list[dict], out: Path, stem: str = ARCH_NAME) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
+    paths["json"].write_text(json.dumps(rows, indent=1, default=str) + "\n")
+    paths["md"].write_text(markdown(rows, f"Static SASS report ({ARCH_NAME}, triton {triton.__version__})"))
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from slimtorch.core import sass_cases
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one LLM shape and a few conv layers")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/static"))
+    parser.add_argument("--stem", default=ARCH_NAME, help="output file name (without .json/.md)")
+    parser.add_argument("--families", nargs="+", default=["quant", "sparse", "convops"])
+    parser.add_argument("--filter", nargs="+", default=[], help="only cases whose 'family op shape' contains one")
+    parser.add_argument("--cuda-sources", action="store_true", help="with --filter: still report every .cu kernel")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a row is outside its budget")
+    parser.add_argument("--results", type=Path, default=Path("benchmarks/results"), help="GPU autotune choices")
+    parser.add_argument("--merge", nargs="+", type=Path, help="only merge these JSON reports into <out>/<stem>")
+    args = parser.parse_args(argv)
+    if args.merge:
+        rows = [row for path in args.merge for row in json.loads(path.read_text())]
+        paths = write(rows, args.out, args.stem)
+        print(f"merged {len(rows)} rows -> {paths['json']}, {paths['md']}")
+        return 0
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("unset TRITON_INTERPRET: the SASS report compiles real @triton.jit kernels")
+    cases = [
+        c
+        for c in sass_cases.all_cases(args.quick)
+        if c.family in args.families and (not args.filter or any(f in f"{c.name} {c.shape}" for f in args.filter))
+    ]
+    start = time.time()
+    rows = report(cases, with_cuda_sources=not args.filter or args.cuda_sources)
+    mark_gpu_choices(rows, args.results)
+    paths = write(rows, args.out, args.stem)
+    problems = check_budgets(rows)
+    print(f"{len(rows)} rows from {len(cases)} cases in {time.time() - start:.0f}s -> {paths['json']}, {paths['md']}")
+    for p in problems:
+        print("outside budget:", p)
+    return 1 if (args.check and problems) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
