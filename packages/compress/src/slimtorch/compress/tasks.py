@@ -15,6 +15,7 @@ Deep Compression (Han, Mao, Dally 2016) Table 1-3.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -51,17 +52,22 @@ class Task:
             yield x[idx], y[idx]
 
 
-def digits_task(*, image_size: int = 28, test_fraction: float = 0.25, seed: int = 0) -> Task:
-    """scikit-learn's 8x8 digits upsampled to ``image_size`` with a fixed, stratified split."""
+@functools.lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
 
+    data = load_digits()
+    return torch.from_numpy(data.images).float(), torch.from_numpy(data.target).long()
+
+
+def digits_task(*, image_size: int = 28, test_fraction: float = 0.25, seed: int = 0) -> Task:
+    """scikit-learn's 8x8 digits upsampled to ``image_size`` with a fixed, stratified split."""
     if not isinstance(image_size, int) or image_size < 8:
         raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction: expected a float in (0, 1), got {test_fraction!r}")
-    data = load_digits()
-    images = torch.from_numpy(data.images).float().div_(16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
-    labels = torch.from_numpy(data.target).long()
+    raw, labels = _digits_arrays()
+    images = raw.div(16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
     if image_size != 8:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     # stratified split: per class, a seeded permutation, the first test_fraction held out
