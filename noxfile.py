@@ -32,7 +32,7 @@ OLDEST_STACK = ["torch==2.11.*", "triton==3.6.*", "torchvision==0.26.*"]
 # Triton kernels run in the interpreter on CPU tensors; launcher outputs start poisoned.
 CPU_TEST_ENV = {
     "TRITON_INTERPRET": "1",
-    "SLIMTORCH_FORCE_TRITON": "1",
+    "SLIMTORCH_BACKEND": "triton",
     "SLIMTORCH_POISON_OUTPUTS": "1",
 }
 
@@ -196,3 +196,17 @@ def build(session: nox.Session) -> None:
         code = "; ".join(f"import slimtorch.{s}" for s in subs) + "; print('imported', " + repr(subs) + ")"
         session.run(python, "-c", code, external=True)
     session.log(f"wheels in {dist}")
+
+
+@nox.session
+@nox.parametrize("stack", ["newest", "oldest"])
+def sass(session: nox.Session, stack: str) -> None:
+    """The static SASS report (no GPU): every kernel on its real shapes, specialised exactly as at
+    run time, compiled for sm_90a and read from the cubin -> benchmarks/static/. ``newest`` writes
+    sm_90a.{json,md}; ``oldest`` (the GPU machines' torch/triton, OLDEST_STACK) sm_90a-triton<ver>."""
+    pins = tuple(OLDEST_STACK) if stack == "oldest" else ()
+    _install(session, CODE_DISTS, pins=pins)
+    triton_pin = next((p.split("==")[1].rstrip(".*") for p in pins if p.startswith("triton==")), None)
+    stem = "sm_90a" if triton_pin is None else f"sm_90a-triton{triton_pin}"
+    env = {"TRITON_INTERPRET": "0"}  # real @triton.jit kernels: the report compiles them
+    session.run("python", "-m", "slimtorch.core.sass", "--stem", stem, *session.posargs, env=env)

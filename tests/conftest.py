@@ -2,7 +2,7 @@
 is in place before a kernel module applies ``@triton.jit``.
 
 Without a GPU every Triton kernel runs in the Triton interpreter on CPU tensors
-(TRITON_INTERPRET=1 + SLIMTORCH_FORCE_TRITON=1); with one (ci/gpu) kernels run natively on
+(TRITON_INTERPRET=1 + SLIMTORCH_BACKEND=triton, core's backend rule); with one (ci/gpu) kernels run natively on
 CUDA tensors. Outputs of every launcher start poisoned, so unwritten elements fail.
 """
 
@@ -16,7 +16,7 @@ from slimtorch.core.testing import default_device
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
-    os.environ.setdefault("SLIMTORCH_FORCE_TRITON", "1")
+    os.environ.setdefault("SLIMTORCH_BACKEND", "triton")
 os.environ.setdefault("SLIMTORCH_POISON_OUTPUTS", "1")
 os.environ.setdefault("SLIMTORCH_CACHE_DIR", os.path.join(tempfile.gettempdir(), "slimtorch-test-cache"))
 

@@ -1,5 +1,6 @@
-"""fold_bn / convert on small models and timm / torchvision CNNs: outputs stay equal (eval),
-the expected modules are swapped and fused, shared or multi-use modules are left alone."""
+"""fuse_ on small models and timm / torchvision CNNs: outputs stay equal (eval), the expected
+modules are folded, swapped and fused, shared or multi-use modules are left alone, the report
+says what happened."""
 
 import copy
 
@@ -11,15 +12,14 @@ from torch import nn
 
 from slimtorch.convops import (
     ChannelShuffle,
-    ConvertConfig,
     DepthwiseConv2d,
+    FuseConfig,
     GroupedPointwiseConv2d,
-    convert,
-    fold_bn,
+    fuse_,
 )
 from slimtorch.convops.api import consumers
 from slimtorch.core import reference_only
-from slimtorch.core.formats import available_formats
+from slimtorch.core.registry import available_conversions
 from slimtorch.core.testing import REL_BOUND, SmallCompactCNN, assert_rel_close, randn
 
 
@@ -42,24 +42,28 @@ def _count(model: nn.Module, kind: type) -> int:
 def _converted_matches(model: nn.Module, x: torch.Tensor, bound: float = 1e-5) -> nn.Module:
     with torch.no_grad():
         expected = model(x)
-        converted = convert(fold_bn(copy.deepcopy(model)))
+        converted = fuse_(copy.deepcopy(model)).model
         with reference_only():
             assert_rel_close(converted(x), expected, bound)
             assert_rel_close(converted(x.contiguous(memory_format=torch.channels_last)), expected, bound)
     return converted
 
 
-def test_fold_bn_keeps_outputs_and_removes_batchnorm():
+def test_fold_bn_alone_keeps_outputs_and_removes_batchnorm():
     model = _randomise_bn(SmallCompactCNN())
     x = randn((2, 3, 16, 16), seed=1)
+    only_fold = FuseConfig(depthwise=False, pointwise=False, fuse_activation=False, fuse_shuffle=False)
     with torch.no_grad():
-        folded = fold_bn(copy.deepcopy(model))
+        report = fuse_(copy.deepcopy(model), only_fold)
+        folded = report.model
         assert_rel_close(folded(x), model(x), 1e-5)
     assert _count(folded, nn.BatchNorm2d) == 0 and all(
-        m.bias is not None for m in folded.modules() if isinstance(m, nn.Conv2d)
+        type(m) is nn.Conv2d and m.bias is not None for m in folded.modules() if isinstance(m, nn.Conv2d)
     )
-    with pytest.raises(ValueError, match=r"stem.1: fold_bn folds running statistics; call model.eval\(\) first"):
-        fold_bn(copy.deepcopy(model).train())
+    assert report.converted["stem.0"] == "Conv2d -> Conv2d (folded stem.1)"
+    assert report.converted["stem.1"] == "BatchNorm2d -> Identity (absorbed by stem.0)"
+    with pytest.raises(ValueError, match=r"stem.1: fuse_ folds BatchNorm running statistics; call model.eval\(\) first"):
+        fuse_(copy.deepcopy(model).train())
 
 
 def test_convert_small_cnn_fuses_every_chain(device):
@@ -139,13 +143,13 @@ def test_untraceable_models_fall_back_to_sequential_chains():
 
 def test_single_channel_stems_are_not_depthwise():
     model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.Conv2d(16, 32, 3, padding=1, groups=16))
-    converted = convert(copy.deepcopy(model))
+    converted = fuse_(copy.deepcopy(model)).model
     assert type(converted[0]) is nn.Conv2d and isinstance(converted[1], DepthwiseConv2d)
 
 
 def test_config_switches():
     model = _randomise_bn(SmallCompactCNN())
-    converted = convert(fold_bn(copy.deepcopy(model)), ConvertConfig(depthwise=False, fuse_activation=False))
+    converted = fuse_(copy.deepcopy(model), FuseConfig(depthwise=False, fuse_activation=False)).model
     assert _count(converted, DepthwiseConv2d) == 0
     assert {m.activation for m in converted.modules() if isinstance(m, GroupedPointwiseConv2d)} == {"none"}
 
@@ -165,7 +169,18 @@ def test_compact_cnns_convert_with_equal_outputs(name, build):
 
 
 def test_format_is_registered():
-    fmt = next(f for f in available_formats("cpu") if f.name == "convops-fused")
+    fmt = next(f for f in available_conversions("cpu") if f.name == "fused")
     assert fmt.family == "convops"
-    converted = fmt.convert(_randomise_bn(SmallCompactCNN()))
+    converted = fmt.convert(_randomise_bn(SmallCompactCNN())).model
     assert _count(converted, DepthwiseConv2d) == 3
+
+
+def test_fuse_again_is_a_no_op_and_filter_fn_leaves_modules_alone():
+    model = _randomise_bn(SmallCompactCNN())
+    fused = fuse_(copy.deepcopy(model)).model
+    again = fuse_(fused)
+    assert not again.converted and again.bytes_after == again.bytes_before
+    report = fuse_(copy.deepcopy(model), filter_fn=lambda m, fqn: not fqn.startswith("dw1"))
+    assert report.skipped["dw1.0"] == "excluded by filter_fn" and type(report.model.dw1[0]) is nn.Conv2d
+    with pytest.raises(TypeError, match=r"config: expected a FuseConfig, got dict"):
+        fuse_(model, {"fold_bn": True})

@@ -6,14 +6,14 @@ import torch
 import torchvision
 from torchvision.models.shufflenetv2 import InvertedResidual
 
-from slimtorch.convops import DepthwiseConv2d, bench, convert, fold_bn
+from slimtorch.convops import DepthwiseConv2d, bench, fuse_
 from slimtorch.core import reference_only
 from slimtorch.core.testing import REL_BOUND, assert_rel_close
 
 
 def _depthwise_layers(model):
     """(channels, input size, kernel, stride, fused activation) of every depthwise layer, in order."""
-    model = convert(fold_bn(model.eval()))
+    model = fuse_(model.eval()).model
     seen = []
 
     def record(layer, inputs, output):

@@ -1,4 +1,4 @@
-"""to_torch: every convops layer back to standard torch modules, same function, no custom ops."""
+"""to_torch_: every convops layer back to standard torch modules, same function, no custom ops."""
 
 import pytest
 import torch
@@ -33,7 +33,7 @@ def test_each_layer_keeps_its_function(kind):
     x = randn((2, 6, 9, 8), seed=1)
     with reference_only(), torch.no_grad():
         expected = layer(x)
-        plain = convops.to_torch(layer)
+        plain = convops.to_torch_(layer).model
         assert _no_convops(plain)
         assert_rel_close(plain(x), expected, 1e-6)
 
@@ -42,9 +42,9 @@ def test_converted_model_round_trips_to_plain_torch():
     model = SmallCompactCNN().eval()
     x = randn((2, 3, 33, 31), seed=2)
     with reference_only(), torch.no_grad():
-        fused = convops.convert(convops.fold_bn(model))
+        fused = convops.fuse_(model).model
         expected = fused(x)
-        plain = convops.to_torch(fused)
+        plain = convops.to_torch_(fused).model
         assert _no_convops(plain)
         assert_rel_close(plain(x), expected, 1e-5)
 
@@ -55,4 +55,4 @@ def test_shuffle_concat_layer():
     with reference_only():
         expected = convops.channel_shuffle(torch.cat([a, b], 1), 2)
         assert_rel_close(layer(a, b), expected, 0.0)
-    assert_rel_close(convops.to_torch(layer)(a, b), expected, 0.0)
+    assert_rel_close(convops.to_torch_(layer).model(a, b), expected, 0.0)

@@ -56,10 +56,14 @@ def test_integer_shift_backward_is_the_negated_shift(device):
     assert_exact(x.grad, _crop_oracle(g.cpu(), -offsets.cpu()).to(x.device))
 
 
-def test_cuda_backend_falls_back_to_the_reference_on_cpu():
+def test_backend_argument_follows_the_core_rule():
     x, offsets = randn((1, 5, 6, 4), seed=6), _offsets(5, seed=7)
-    assert_exact(integer_shift(x, offsets, backend="cuda"), _crop_oracle(x, offsets))
-    with pytest.raises(ValueError, match=r"backend: expected one of \('triton', 'cuda'\), got 'cpu'"):
+    assert_exact(integer_shift(x, offsets, backend="reference"), _crop_oracle(x, offsets))
+    with pytest.raises(ValueError, match=r"backend: 'cuda' runs on CUDA tensors only, got inputs on CPU"):
+        integer_shift(x, offsets, backend="cuda")
+    with pytest.raises(ValueError, match=r"backend: integer_shift has no 'torch' kernel"):
+        integer_shift(x, offsets, backend="torch")
+    with pytest.raises(ValueError, match=r"backend: expected one of \('auto', 'triton', 'cuda', 'torch', 'reference'\)"):
         integer_shift(x, offsets, backend="cpu")
 
 

@@ -1,4 +1,4 @@
-"""slimtorch.core.modules: module replacement and the Conv2d-as-GEMM wrapper, against torch."""
+"""slimtorch.core.modules: replace_submodule and the Conv2d-as-GEMM wrapper, against torch."""
 
 import pytest
 import torch
@@ -10,7 +10,6 @@ from slimtorch.core.modules import (
     conv2d_as_gemm,
     conv_weight_as_linear,
     dense_linear,
-    replace_modules,
     replace_submodule,
 )
 from slimtorch.core.testing import assert_exact, assert_rel_close, randn
@@ -21,20 +20,6 @@ def test_replace_submodule_and_root():
     new = nn.Identity()
     assert replace_submodule(model, "1.0", new) is model and model[1][0] is new
     assert replace_submodule(model, "", new) is new
-
-
-def test_replace_modules_does_not_descend_into_replacements():
-    model = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.Linear(3, 3), nn.ReLU()))
-    seen = []
-
-    def swap(module, name):
-        seen.append(name)
-        return nn.Sequential(nn.Linear(2, 2)) if isinstance(module, nn.Linear) else None
-
-    assert replace_modules(model, swap) is model
-    assert sorted(seen) == ["", "0", "1", "1.0", "1.1"]  # the new Sequentials were not visited
-    assert isinstance(model[0], nn.Sequential) and isinstance(model[1][0], nn.Sequential)
-    assert isinstance(replace_modules(nn.Linear(2, 2), swap), nn.Sequential)
 
 
 def test_dense_linear_copies_weight_and_bias():

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from slimtorch.core import reference_only
-from slimtorch.core.formats import available_formats
+from slimtorch.core.modules import GemmConv2d
+from slimtorch.core.registry import available_conversions
 from slimtorch.core.metrics import sqnr
 from slimtorch.core.testing import SmallCompactCNN, randn
 from slimtorch.quant import api, layers
@@ -21,7 +22,7 @@ CONFIGS = [
     api.TernaryWeightConfig(),
     api.CodebookWeightConfig(bits=4),
 ]
-QUANT_FORMATS = [f for f in available_formats() if f.family == "quant"]
+QUANT_FORMATS = [f for f in available_conversions() if f.family == "quant"]
 
 
 def _cnn():
@@ -31,19 +32,21 @@ def _cnn():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
 def test_quantize_small_cnn_converts_every_eligible_layer(config):
-    model, report = _cnn(), api.QuantizeReport()
+    model = _cnn()
     x = randn((2, 3, 32, 32), seed=0)
     with torch.no_grad():
         expected = model(x)
-    out_model = api.quantize_(model, config, report=report)
-    assert out_model is model
+    report = api.quantize_(model, config)
+    assert report.model is model and report.bytes_after < report.bytes_before
     gemm_layers = {"stem.0", "pw1.0", "pw2.0", "head"}
     assert {"dw1.0", "dw2.0", "dw3.0", "pw3.0"} <= set(report.skipped)
     assert "groups=16" in report.skipped["dw1.0"]
     for name in gemm_layers:
         module = model.get_submodule(name)
         if name in report.converted:
-            assert isinstance(module, (layers.QuantizedLinear, layers.QuantizedConv2d))
+            assert isinstance(module, layers.QuantizedLinear) or (
+                isinstance(module, GemmConv2d) and isinstance(module.gemm, layers.QuantizedLinear)
+            )
         else:
             assert "not a multiple of group_size 32" in report.skipped[name]
     assert set(report.converted) | set(report.skipped) == gemm_layers | {"dw1.0", "dw2.0", "dw3.0", "pw3.0"}
@@ -52,19 +55,19 @@ def test_quantize_small_cnn_converts_every_eligible_layer(config):
 
 
 def test_quantize_filter_fn_and_root_linear():
-    model, report = _cnn(), api.QuantizeReport()
-    api.quantize_(model, api.Int8WeightOnlyConfig(), lambda m, name: name == "head", report=report)
-    assert report.converted == ["head"] and isinstance(model.head, layers.Int8WeightOnlyLinear)
+    model = _cnn()
+    report = api.quantize_(model, api.Int8WeightOnlyConfig(), lambda m, name: name == "head")
+    assert list(report.converted) == ["head"] and isinstance(model.head, layers.Int8WeightOnlyLinear)
+    assert report.skipped["stem.0"] == "excluded by filter_fn"
     assert isinstance(model.stem[0], nn.Conv2d)
-    root = api.quantize_(nn.Linear(8, 3), api.Int8WeightOnlyConfig())
+    root = api.quantize_(nn.Linear(8, 3), api.Int8WeightOnlyConfig()).model
     assert isinstance(root, layers.Int8WeightOnlyLinear)
 
 
 def test_quantize_skips_multihead_attention_out_proj():
     model = nn.Sequential(nn.MultiheadAttention(16, 2), nn.Linear(16, 4))
-    report = api.QuantizeReport()
-    api.quantize_(model, api.Int8WeightOnlyConfig(), report=report)
-    assert report.converted == ["1"] and "MultiheadAttention" in report.skipped["0.out_proj"]
+    report = api.quantize_(model, api.Int8WeightOnlyConfig())
+    assert list(report.converted) == ["1"] and "MultiheadAttention" in report.skipped["0.out_proj"]
 
 
 def test_quantize_errors():
@@ -81,7 +84,7 @@ def test_quantize_errors():
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
 def test_safetensors_round_trip(tmp_path, config):
-    model = api.quantize_(_cnn(), config)
+    model = api.quantize_(_cnn(), config).model
     path = tmp_path / "model.safetensors"
     api.to_safetensors(model, path)
     tensors = safetensors.torch.load_file(str(path))
@@ -102,7 +105,7 @@ def test_load_quantized_needs_our_metadata(tmp_path):
 
 def test_formats_are_registered():
     names = {f.name for f in QUANT_FORMATS}
-    assert names == {"int8-weight-only", "w8a8-dynamic", "int4-g32", "binary", "ternary", "codebook-4bit"}
+    assert names == {"int8", "w8a8", "int4-g32", "int4-g128", "binary", "ternary", "codebook-4bit"}
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +119,7 @@ def test_registered_format_converts_timm_mobilenetv2(fmt, mobilenetv2):
     model = mobilenetv2
     x = randn((1, 3, 32, 32), seed=2)
     with reference_only(), torch.no_grad():
-        converted = fmt.convert(copy.deepcopy(model)).eval()
+        converted = fmt.convert(copy.deepcopy(model)).model
         assert any(isinstance(m, layers.QuantizedLinear) for m in converted.modules())
         out = converted(x)
     # accuracy is not the point here (random weights, ~50 layers): it converts and runs
@@ -126,7 +129,7 @@ def test_registered_format_converts_timm_mobilenetv2(fmt, mobilenetv2):
 @pytest.mark.gpu
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: type(c).__name__)
 def test_quantized_cnn_runs_on_gpu_kernels(config):
-    model = api.quantize_(_cnn().cuda(), config)
+    model = api.quantize_(_cnn().cuda(), config).model
     x = randn((4, 3, 32, 32), device="cuda", seed=3)
     with torch.no_grad():
         out = model(x)

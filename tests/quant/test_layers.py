@@ -8,6 +8,7 @@ from torch import nn
 from slimtorch.core import reference_only
 from slimtorch.core.model_stats import count_parameters
 from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
+from slimtorch.core.modules import GemmConv2d
 from slimtorch.quant import formats, layers
 
 # Every linear layer class with options that fit K = 64 (the table later steps extend).
@@ -116,7 +117,7 @@ def test_quantized_conv_matches_conv2d_with_dequantized_weight(
     device, cin, cout, kernel, stride, padding, dilation, bias
 ):
     conv = nn.Conv2d(cin, cout, kernel, stride, padding, dilation, bias=bias)
-    qconv = layers.QuantizedConv2d.from_dense(conv, layers.Int8WeightOnlyLinear).to(device)
+    qconv = GemmConv2d.from_dense(conv, layers.Int8WeightOnlyLinear.from_dense).to(device)
     x = randn((2, cin, 7, 9), device=device, seed=cin)
     dense = qconv.to_dense()
     expected = F.conv2d(x, dense.weight, dense.bias, stride, padding, dilation)
@@ -127,29 +128,29 @@ def test_quantized_conv_matches_conv2d_with_dequantized_weight(
 
 
 def test_quantized_conv_channels_last_and_state_dict(device):
-    qconv = layers.QuantizedConv2d.from_dense(nn.Conv2d(32, 24, 1), layers.Int4WeightOnlyLinear, group_size=32)
+    qconv = GemmConv2d.from_dense(nn.Conv2d(32, 24, 1), lambda lin: layers.Int4WeightOnlyLinear.from_dense(lin, group_size=32))
     qconv = qconv.to(device)
     x = randn((1, 32, 5, 5), device=device, seed=0).to(memory_format=torch.channels_last)
     out = qconv(x)
     assert out.is_contiguous(memory_format=torch.channels_last)
-    fresh = layers.build_layer(qconv.describe(), device)
+    fresh = layers.build_layer(layers.describe_layer(qconv), device)
     fresh.load_state_dict(qconv.state_dict())
     assert torch.equal(fresh(x), out)
 
 
 def test_quantized_conv_compiles_fullgraph(device):
     conv = nn.Conv2d(4, 12, 3, stride=2, padding=1)
-    qconv = layers.QuantizedConv2d.from_dense(conv, layers.TernaryLinear).to(device)
+    qconv = GemmConv2d.from_dense(conv, layers.TernaryLinear.from_dense).to(device)
     x = randn((2, 4, 9, 7), device=device, seed=5)
     compiled = torch.compile(qconv, fullgraph=True, backend="aot_eager")
     assert_rel_close(compiled(x), qconv(x), REL_BOUND[torch.float32])
 
 
 def test_quantized_conv_rejects_grouped_and_mismatched():
-    with pytest.raises(ValueError, match=r"conv: expected groups=1, numeric padding .* got groups=4"):
-        layers.QuantizedConv2d.from_dense(nn.Conv2d(8, 8, 3, groups=4), layers.Int8WeightOnlyLinear)
+    with pytest.raises(ValueError, match=r"conv: expected groups=1, numeric padding .*; groups=4: grouped/depthwise"):
+        GemmConv2d.from_dense(nn.Conv2d(8, 8, 3, groups=4), layers.Int8WeightOnlyLinear.from_dense)
     linear = layers.Int8WeightOnlyLinear(10, 4)
     with pytest.raises(ValueError, match=r"gemm: expected in_features = in_channels·kh·kw = 2·3·3 = 18, got 10"):
-        layers.QuantizedConv2d(linear, 2, 3)
+        GemmConv2d(linear, 2, 3)
     with pytest.raises(ValueError, match="class: unknown quantized layer 'Nope'"):
         layers.build_layer({"class": "Nope"})

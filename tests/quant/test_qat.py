@@ -6,6 +6,7 @@ from torch import nn
 
 from slimtorch.core import reference_only
 from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn
+from slimtorch.core.modules import GemmConv2d
 from slimtorch.quant import api, layers, qat
 
 ALL_CONFIGS = [
@@ -136,7 +137,7 @@ def test_qat_training_reduces_the_loss_and_converts(config):
     torch.manual_seed(0)
     x = torch.randn(256, 32)
     y = torch.tanh(x @ torch.randn(4, 32).t())
-    model = qat.prepare_qat(_mlp(), config)
+    model = qat.prepare_qat(_mlp(), config).model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(25):
@@ -148,7 +149,7 @@ def test_qat_training_reduces_the_loss_and_converts(config):
     assert losses[-1] < 0.7 * losses[0], losses
     with torch.no_grad(), reference_only():
         fake = model(x)
-        converted = qat.convert_qat(model)
+        converted = qat.convert_qat(model).model
         assert isinstance(converted[0], layers.QuantizedLinear) and isinstance(converted[2], layers.QuantizedLinear)
         assert_rel_close(converted(x), fake, 1e-6)
 
@@ -158,26 +159,24 @@ def test_qat_training_reduces_the_loss_and_converts(config):
 )
 def test_converted_cnn_on_kernels_matches_the_fake_quant_model(device, config):
     torch.manual_seed(1)
-    model, report = _cnn().to(device), api.QuantizeReport()
-    qat.prepare_qat(model, config, report=report)
-    assert report.converted == ["0", "3", "5"] and "groups=8" in report.skipped["2"]
+    model = _cnn().to(device)
+    report = qat.prepare_qat(model, config)
+    assert list(report.converted) == ["0", "3", "5"] and "groups=8" in report.skipped["2"]
     x = randn((2, 3, 4, 4), device=device, seed=2)
     with torch.no_grad():
         fake = model(x)
-        converted = qat.convert_qat(model)
-        assert isinstance(converted[0], layers.QuantizedConv2d)
+        converted = qat.convert_qat(model).model
+        assert isinstance(converted[0], GemmConv2d) and isinstance(converted[0].gemm, layers.QuantizedLinear)
         # on a GPU both sides use tf32 for fp32 (cuDNN convolutions, our dots): allow both errors
         bound = REL_BOUND[torch.float32] * (3 if device == "cuda" else 1)
         assert_rel_close(converted(x), fake, bound)
 
 
 def test_prepare_qat_report_and_errors():
-    report = api.QuantizeReport()
-    model = qat.prepare_qat(_cnn(), qat.LSQConfig(bits=4, group_size=32), report=report)
-    assert report.converted == ["5"] and "not a multiple of group_size 32" in report.skipped["0"]
-    again = api.QuantizeReport()
-    qat.prepare_qat(model, qat.DoReFaConfig(), report=again)
-    assert again.skipped["5"] == "already prepared for QAT"
+    report = qat.prepare_qat(_cnn(), qat.LSQConfig(bits=4, group_size=32))
+    assert list(report.converted) == ["5"] and "not a multiple of group_size 32" in report.skipped["0"]
+    again = qat.prepare_qat(report.model, qat.DoReFaConfig())
+    assert again.skipped["5"].startswith("already prepared for QAT")
     with pytest.raises(TypeError, match=r"config: expected a quantization or QAT config"):
         qat.prepare_qat(_mlp(), "lsq")
     with pytest.raises(ValueError, match=r"group_size: expected one of \(32, 64, 128\), got None"):

@@ -1,4 +1,4 @@
-"""layers.py: SparseLinear24, BlockSparseLinear, PointwiseConv2d and MaskedSparseLinear — outputs,
+"""layers.py: SparseLinear24, BlockSparseLinear (alone and in core's GemmConv2d) and MaskedSparseLinear — outputs,
 to_dense, state_dict (compressed, smaller, exact round trip through safetensors), .to(dtype),
 torch.compile, gradients, masked fine-tuning and SR-STE."""
 
@@ -11,11 +11,11 @@ from torch import nn
 from slimtorch.core import reference_only
 from slimtorch.core.model_stats import count_parameters, disk_bytes, state_dict_tensors
 from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
+from slimtorch.core.modules import GemmConv2d
 from slimtorch.sparse import formats
 from slimtorch.sparse.layers import (
     BlockSparseLinear,
     MaskedSparseLinear,
-    PointwiseConv2d,
     SparseLinear24,
 )
 
@@ -114,30 +114,26 @@ def test_sparse_linear24_backward_wrt_input(device):
 
 
 def test_sparse_linear24_backends_on_cpu():
-    layer = SparseLinear24.from_dense(make_linear(64, 16, seed=13), backend="cuda_mma_sp").half()
+    layer = SparseLinear24.from_dense(make_linear(64, 16, seed=13), backend="cuda").half()
     x = randn((3, 64), dtype=torch.float16, seed=14)
     expected = F.linear(x.double(), layer.to_dense().weight.double(), layer.bias.double())
-    assert_rel_close(layer(x), expected, REL_BOUND[torch.float16])  # the op's reference path on CPU
-    assert layer.meta_mma is not None and "meta_mma" not in layer.state_dict()
+    with pytest.raises(ValueError, match=r"backend: 'cuda' runs on CUDA tensors only, got inputs on CPU"):
+        layer(x)
+    with reference_only():  # the reference serves every backend
+        assert_rel_close(layer(x), expected, REL_BOUND[torch.float16])
+    assert "meta_mma" not in layer.state_dict()
     torch_layer = SparseLinear24.from_dense(make_linear(64, 16), backend="torch")
-    with pytest.raises(ValueError, match=r"backend 'torch': torch's to_sparse_semi_structured needs CUDA tensors"):
+    with pytest.raises(ValueError, match=r"backend: 'torch' runs on CUDA tensors only, got inputs on CPU"):
         torch_layer(torch.zeros(2, 64))
 
 
-def test_auto_backend_uses_mma_sp_only_when_enabled_on_cuda_for_large_m(monkeypatch):
-    class CudaLike:  # what _backend_for looks at
-        def __init__(self, m, dtype=torch.float16):
-            self.is_cuda, self.dtype, self.shape = True, dtype, (m, 64)
-
-    monkeypatch.setenv("SLIMTORCH_SPARSE_MMA_SP", "1")
-    enabled = SparseLinear24(64, 16)
-    assert enabled._backend_for(CudaLike(256)) == "cuda_mma_sp"
-    assert enabled._backend_for(CudaLike(255)) == "triton"
-    assert enabled._backend_for(CudaLike(256, torch.float32)) == "triton"
-    assert enabled._backend_for(torch.zeros(256, 64, dtype=torch.float16)) == "triton"  # CPU
-    assert SparseLinear24(36, 16)._backend_for(CudaLike(256)) == "triton"  # K % 32 != 0
-    monkeypatch.delenv("SLIMTORCH_SPARSE_MMA_SP")
-    assert SparseLinear24(64, 16)._backend_for(CudaLike(256)) == "triton"
+def test_mma_sp_is_offered_only_for_fp16_bf16_and_k_multiple_of_32():
+    half = torch.zeros(4, 64, dtype=torch.float16)
+    assert SparseLinear24(64, 16)._kernels(half) == ("triton", "cuda", "torch")
+    assert SparseLinear24(64, 16)._kernels(half.float()) == ("triton", "torch")
+    assert SparseLinear24(36, 16)._kernels(torch.zeros(4, 36, dtype=torch.float16)) == ("triton", "torch")
+    # asked for explicitly, the mma.sp op's own checks name what is wrong
+    assert SparseLinear24(36, 16, backend="cuda")._kernels(half) == ("triton", "cuda", "torch")
 
 
 def test_sparse_linear24_counts_stored_weights():
@@ -146,7 +142,7 @@ def test_sparse_linear24_counts_stored_weights():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["triton", "cuda_mma_sp", "torch"])
+@pytest.mark.parametrize("backend", ["triton", "cuda", "torch"])
 @pytest.mark.parametrize("m", [1, 16, 300])
 def test_sparse_linear24_backends_on_gpu(backend, m):
     layer = SparseLinear24.from_dense(make_linear(256, 128, device="cuda", dtype=torch.float16), backend=backend)
@@ -192,14 +188,14 @@ def test_block_sparse_linear_errors():
         BlockSparseLinear(64, 40, block_size=32)
 
 
-# ----------------------------------------------------------------------------- PointwiseConv2d
+# ----------------------------------------------------------------------------- in core's GemmConv2d
 
 
 @pytest.mark.parametrize("stride", [1, 2])
 def test_pointwise_conv_matches_conv2d(device, stride):
     torch.manual_seed(19)
     conv = nn.Conv2d(32, 16, 1, stride=stride, bias=True).to(device)
-    layer = PointwiseConv2d.from_dense(conv, SparseLinear24.from_dense)
+    layer = GemmConv2d.from_dense(conv, SparseLinear24.from_dense)
     dense = layer.to_dense()
     assert isinstance(dense, nn.Conv2d) and dense.stride == (stride, stride)
     x = randn((2, 32, 5, 7), device=device, seed=20)
@@ -210,12 +206,12 @@ def test_pointwise_conv_matches_conv2d(device, stride):
 
 def test_pointwise_conv_block_sparse_and_errors(device):
     conv = nn.Conv2d(32, 32, 1, bias=False).to(device)
-    layer = PointwiseConv2d.from_dense(conv, lambda lin: BlockSparseLinear.from_dense(lin, 16, 0.5))
+    layer = GemmConv2d.from_dense(conv, lambda lin: BlockSparseLinear.from_dense(lin, 16, 0.5))
     x = randn((1, 32, 3, 3), device=device, seed=21)
     expected = F.conv2d(x.double(), layer.to_dense().weight.double())
     assert_rel_close(layer(x), expected, REL_BOUND[torch.float32])
-    with pytest.raises(ValueError, match=r"conv: expected a 1x1 Conv2d with groups=1"):
-        PointwiseConv2d.from_dense(nn.Conv2d(32, 32, 3), BlockSparseLinear.from_dense)
+    with pytest.raises(ValueError, match=r"conv: expected groups=1, .*; groups=2: grouped/depthwise"):
+        GemmConv2d.from_dense(nn.Conv2d(32, 32, 3, groups=2), BlockSparseLinear.from_dense)
     with pytest.raises(ValueError, match=r"x: expected an \(N, C, H, W\) or \(C, H, W\) tensor, got shape \(32, 9\)"):
         layer(torch.zeros(32, 9))
 
@@ -223,9 +219,9 @@ def test_pointwise_conv_block_sparse_and_errors(device):
 def test_layers_compile_fullgraph(device):
     torch.manual_seed(22)
     model = nn.Sequential(
-        PointwiseConv2d.from_dense(nn.Conv2d(16, 32, 1), SparseLinear24.from_dense),
+        GemmConv2d.from_dense(nn.Conv2d(16, 32, 1), SparseLinear24.from_dense),
         nn.ReLU(),
-        PointwiseConv2d.from_dense(nn.Conv2d(32, 32, 1), lambda lin: BlockSparseLinear.from_dense(lin, 16, 0.5)),
+        GemmConv2d.from_dense(nn.Conv2d(32, 32, 1), lambda lin: BlockSparseLinear.from_dense(lin, 16, 0.5)),
         nn.Flatten(),
         nn.Linear(32 * 9, 16),
     ).to(device)

@@ -74,8 +74,9 @@ def test_shuffled_grouped_pointwise_conv_shuffles_its_input():
 
 
 def test_make_act_and_pruned_width_reject_bad_arguments():
-    with pytest.raises(ValueError, match=r"act: expected one of .*got 'gelu'"):
-        blocks.make_act("gelu")
+    with pytest.raises(ValueError, match=r"activation: expected one of .*got 'tanh'"):
+        blocks.make_act("tanh")
+    assert isinstance(blocks.make_act("gelu"), nn.GELU) and blocks.make_act("relu6").inplace
     with pytest.raises(ValueError, match=r"ratio: expected a pruned fraction in \[0, 1\), got 1.0"):
         blocks.pruned_width(64, 1.0)
     assert blocks.pruned_width(96, 0.25) == 72 and blocks.pruned_width(58, 0.5) == 32

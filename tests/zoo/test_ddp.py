@@ -16,8 +16,8 @@ from slimtorch.sparse import Sparse24Config, sparsify_
 
 FORMS = {
     "float (convops layers)": lambda m: m,
-    "2:4 masked fine-tuning": lambda m: sparsify_(m, Sparse24Config(masked_training=True)),
-    "LSQ int8 fake-quant": lambda m: prepare_qat(m, LSQConfig(bits=8)),
+    "2:4 masked fine-tuning": lambda m: sparsify_(m, Sparse24Config(masked_training=True)).model,
+    "LSQ int8 fake-quant": lambda m: prepare_qat(m, LSQConfig(bits=8)).model,
 }
 
 

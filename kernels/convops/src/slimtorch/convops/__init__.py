@@ -1,14 +1,14 @@
 """slimtorch-convops: depthwise, grouped 1x1 + channel shuffle and shift kernels, fused with
 their BatchNorm and activation, as drop-in layers (see README.md)."""
 
-from slimtorch.convops.api import ConvertConfig, convert, fold_bn
+from slimtorch.convops.api import FuseConfig, fuse_
 from slimtorch.convops.depthwise import (
     depthwise_conv2d,
     depthwise_conv2d_grad_input,
     depthwise_conv2d_grad_weight,
 )
-from slimtorch.convops.export import to_torch
-from slimtorch.convops.formats import grouped_shift_offsets, shuffle_permutation
+from slimtorch.convops.export import to_torch_
+from slimtorch.convops.index_maps import grouped_shift_offsets, shuffle_permutation
 from slimtorch.convops.layers import (
     ActiveShift2d,
     ChannelShuffle,
@@ -20,17 +20,17 @@ from slimtorch.convops.layers import (
     SparseShift2d,
 )
 from slimtorch.convops.pointwise import pointwise_conv2d, pointwise_conv2d_grad_weight
-from slimtorch.convops.shift import active_shift, integer_shift, quantized_shift, use_cuda_shift
+from slimtorch.convops.shift import active_shift, integer_shift, quantized_shift
 from slimtorch.convops.shuffle import channel_shuffle, channel_split, shuffle_concat
-from slimtorch.core.formats import CompressionFormat, register_format
+from slimtorch.core.registry import RegisteredConversion, register_conversion
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ActiveShift2d",
     "ChannelShuffle",
-    "ConvertConfig",
     "DepthwiseConv2d",
+    "FuseConfig",
     "GroupedPointwiseConv2d",
     "Shift2d",
     "ShiftConv2d",
@@ -39,11 +39,10 @@ __all__ = [
     "active_shift",
     "channel_shuffle",
     "channel_split",
-    "convert",
+    "fuse_",
     "depthwise_conv2d",
     "depthwise_conv2d_grad_input",
     "depthwise_conv2d_grad_weight",
-    "fold_bn",
     "grouped_shift_offsets",
     "integer_shift",
     "pointwise_conv2d",
@@ -51,21 +50,16 @@ __all__ = [
     "quantized_shift",
     "shuffle_concat",
     "shuffle_permutation",
-    "to_torch",
-    "use_cuda_shift",
+    "to_torch_",
 ]
 
 
-def _fused(model):
-    return convert(fold_bn(model))
-
-
-register_format(
-    CompressionFormat(
-        name="convops-fused",
+register_conversion(
+    RegisteredConversion(
+        name="fused",
         family="convops",
         description="BatchNorm folded; depthwise, 1x1 (grouped) convs and channel shuffles as fused "
         "conv + bias + activation (+ shuffle) kernels",
-        convert=_fused,
+        convert=fuse_,
     )
 )

@@ -1,5 +1,5 @@
-"""Model-level conversions: fold eval BatchNorm into convolutions, swap torch modules for the
-fused convops layers.
+"""Model-level conversion: ``fuse_`` folds eval BatchNorm into convolutions and swaps torch
+modules for the fused convops layers, through core's conversion walk.
 
 Which modules feed which is read from a ``torch.fx`` trace of the model in which convolutions,
 norms, activations, shuffles and shifts are leaves: module B *consumes* module A when B's only
@@ -9,17 +9,19 @@ model's forward does (residual adds, shared activations such as torchvision ResN
 are left alone). A model that cannot be traced falls back to consecutive children of
 ``nn.Sequential`` containers.
 
-    fold_bn(model)                  Conv2d → BatchNorm2d (eval): BN folded into the conv's weight and
-                                    bias, the BN replaced by nn.Identity (timm's BatchNormAct2d by its
-                                    activation)
-    convert(model, ConvertConfig()) Conv2d(groups == in_channels, odd k)   → DepthwiseConv2d
-                                    Conv2d 1x1 (any groups)                 → GroupedPointwiseConv2d
-                                    … → activation                          → fused activation
-                                    1x1 → [act →] ChannelShuffle            → fused output shuffle
-                                    ChannelShuffle → 1x1                    → fused input shuffle
-                                    other ChannelShuffle                    → convops ChannelShuffle
-Conversions keep outputs equal in eval mode (up to floating-point rounding); modules are changed
-in place and the model is returned (a new object only when the root itself is replaced).
+    report = fuse_(model, FuseConfig())     report.model: the fused model; report.converted / .skipped
+
+For each convolution (a torch ``nn.Conv2d``, or one of ours to fuse more into), in order:
+
+    fold_bn         Conv2d → BatchNorm2d (eval): BN folded into the conv's weight and bias, the BN
+                    replaced by nn.Identity (timm's BatchNormAct2d by its activation)
+    depthwise       Conv2d(groups == in_channels, odd k)   → DepthwiseConv2d
+    pointwise       Conv2d 1x1 (any groups)                 → GroupedPointwiseConv2d
+    fuse_activation … → activation                          → fused activation
+    fuse_shuffle    1x1 → [act →] ChannelShuffle            → fused output shuffle
+                    ChannelShuffle → 1x1                    → fused input shuffle
+and every other ``nn.ChannelShuffle`` → convops :class:`ChannelShuffle`. Outputs stay equal in eval
+mode (up to floating-point rounding). Folding needs the BatchNorms in eval mode (``model.eval()``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ import torch
 import torch.fx
 from torch import nn
 
+from slimtorch.convops.bn_folding import batchnorm_scale_shift, fold_scale_shift
 from slimtorch.convops.depthwise import MAX_KERNEL_SIZE
-from slimtorch.convops.formats import batchnorm_scale_shift, fold_scale_shift
 from slimtorch.convops.layers import (
     ActiveShift2d,
     ChannelShuffle,
@@ -44,7 +46,7 @@ from slimtorch.convops.layers import (
     SparseShift2d,
 )
 from slimtorch.core.activations import MODULE_TO_ACTIVATION, activation_of
-from slimtorch.core.modules import replace_submodule
+from slimtorch.core.conversions import ConversionConfig, ConversionReport, FilterFn, Replace, Skip, convert_model
 
 _OURS = (DepthwiseConv2d, GroupedPointwiseConv2d, ShiftConv2d)
 # A "depthwise" conv with a larger channel multiplier is a dense conv of few input channels (a
@@ -62,13 +64,59 @@ _LEAF_TYPES = (
 
 
 @dataclasses.dataclass(frozen=True)
-class ConvertConfig:
-    """What :func:`convert` swaps and fuses."""
+class FuseConfig(ConversionConfig):
+    """What :func:`fuse_` folds, swaps and fuses."""
 
+    fold_bn: bool = True  # eval BatchNorm2d consuming a conv, folded into its weight and bias
     depthwise: bool = True  # Conv2d with groups == in_channels (odd kernel ≤ 11, zero padding)
     pointwise: bool = True  # 1x1 Conv2d, any groups (dense ones too: the fused epilogue saves two passes)
     fuse_activation: bool = True  # a consuming ReLU / ReLU6 / Hardswish / SiLU / GELU into the layer
     fuse_shuffle: bool = True  # ChannelShuffle next to a 1x1 into the layer's index maps
+
+    def plan(self, model: nn.Module) -> _Plan:
+        edges = consumers(model)
+        return _Plan(model, edges, {b: a for a, b in edges.items()})
+
+    def convert_module(self, module: nn.Module, fqn: str, plan: _Plan) -> nn.Module | Replace | Skip | None:
+        if type(module) is nn.ChannelShuffle:
+            return ChannelShuffle(module.groups)
+        if type(module) is not nn.Conv2d and not isinstance(module, _OURS):
+            return None
+        pending: dict[str, nn.Module] = {}
+        notes: list[str] = []
+        if self.fold_bn:
+            _fold_bn(module, fqn, plan, pending, notes)
+        kind = _convertible(module, self)
+        layer = _swap(module, kind) if kind is not None else module
+        if isinstance(layer, _OURS):
+            _fuse_neighbours(layer, fqn, plan, pending, notes, self)
+        if layer is module and not pending:
+            return None
+        return Replace(layer, tuple(pending.items()), note=", ".join(notes))
+
+
+def fuse_(model: nn.Module, config: FuseConfig | None = None, filter_fn: FilterFn | None = None) -> ConversionReport:
+    """Fold, swap and fuse (module docstring) in place; returns the report (``report.model``)."""
+    config = FuseConfig() if config is None else config
+    if not isinstance(config, FuseConfig):
+        raise TypeError(f"config: expected a FuseConfig, got {type(config).__name__}")
+    return convert_model(model, config, filter_fn, conversion="fuse_")
+
+
+@dataclasses.dataclass
+class _Plan:
+    root: nn.Module
+    edges: dict[str, str]  # producer -> its one consumer
+    producers: dict[str, str]
+
+    def module(self, name: str, pending: dict[str, nn.Module]) -> nn.Module:
+        return pending[name] if name in pending else self.root.get_submodule(name)
+
+    def follow(self, edges: dict[str, str], name: str | None, pending: dict[str, nn.Module]) -> str | None:
+        """The first module along ``edges`` from ``name`` that is not an nn.Identity."""
+        while name is not None and isinstance(self.module(name, pending), nn.Identity):
+            name = edges.get(name)
+        return name
 
 
 class _LeafTracer(torch.fx.Tracer):
@@ -102,13 +150,6 @@ def consumers(model: nn.Module) -> dict[str, str]:
     return edges
 
 
-def _follow(edges: dict[str, str], model: nn.Module, name: str | None) -> str | None:
-    """The first module along ``edges`` from ``name`` that is not an nn.Identity."""
-    while name is not None and isinstance(model.get_submodule(name), nn.Identity):
-        name = edges.get(name)
-    return name
-
-
 def _bn_replacement(bn: nn.Module) -> nn.Module:
     """What remains of a norm once folded: timm's BatchNormAct2d keeps its dropout + activation."""
     parts = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if isinstance(m, nn.Module)]
@@ -116,29 +157,30 @@ def _bn_replacement(bn: nn.Module) -> nn.Module:
     return parts[0] if len(parts) == 1 else nn.Sequential(*parts) if parts else nn.Identity()
 
 
-def fold_bn(model: nn.Module) -> nn.Module:
-    """Fold every eval BatchNorm2d that alone consumes a Conv2d (torch's or ours without a fused
-    activation) into that conv's weight and bias. Needs the BNs in eval mode."""
-    edges = consumers(model)
-    for conv_name, bn_name in edges.items():
-        conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
-        if not isinstance(conv, nn.Conv2d) or not isinstance(bn, nn.BatchNorm2d):
-            continue
-        if getattr(conv, "activation", "none") != "none" or bn.num_features != conv.out_channels:
-            continue
-        if bn.training:
-            raise ValueError(f"{bn_name}: fold_bn folds running statistics; call model.eval() first")
-        scale, shift = batchnorm_scale_shift(bn)
-        weight, bias = fold_scale_shift(conv.weight, conv.bias, scale, shift)
-        with torch.no_grad():
-            conv.weight.copy_(weight)
-        conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
-        model = replace_submodule(model, bn_name, _bn_replacement(bn))
-    return model
+def _fold_bn(conv: nn.Conv2d, fqn: str, plan: _Plan, pending: dict[str, nn.Module], notes: list[str]) -> None:
+    """Fold the eval BatchNorm2d that alone consumes ``conv`` into its weight and bias (a conv of
+    ours only when it fuses nothing after the convolution: no activation, no output shuffle)."""
+    bn_name = plan.edges.get(fqn)
+    if bn_name is None:
+        return
+    bn = plan.module(bn_name, pending)
+    if not isinstance(bn, nn.BatchNorm2d) or bn.num_features != conv.out_channels:
+        return
+    if getattr(conv, "activation", "none") != "none" or getattr(conv, "out_shuffle_groups", None) is not None:
+        return
+    if bn.training:
+        raise ValueError(f"{bn_name}: fuse_ folds BatchNorm running statistics; call model.eval() first")
+    scale, shift = batchnorm_scale_shift(bn)
+    weight, bias = fold_scale_shift(conv.weight, conv.bias, scale, shift)
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+    conv.bias = nn.Parameter(bias, requires_grad=conv.weight.requires_grad)
+    pending[bn_name] = _bn_replacement(bn)
+    notes.append(f"folded {bn_name}")
 
 
-def _convertible(module: nn.Module, config: ConvertConfig) -> str | None:
-    """'depthwise' / 'pointwise' for a torch Conv2d that convert() swaps, else None."""
+def _convertible(module: nn.Module, config: FuseConfig) -> str | None:
+    """'depthwise' / 'pointwise' for a torch Conv2d that fuse_ swaps, else None."""
     if type(module) is not nn.Conv2d or module.padding_mode != "zeros":
         return None
     k = module.kernel_size
@@ -164,50 +206,29 @@ def _swap(conv: nn.Conv2d, kind: str) -> nn.Conv2d:
     return DepthwiseConv2d.from_dense(conv) if kind == "depthwise" else GroupedPointwiseConv2d.from_dense(conv)
 
 
-def convert(model: nn.Module, config: ConvertConfig | None = None) -> nn.Module:
-    """Swap matching torch modules for convops layers and fuse their neighbours (module docstring).
-    Run :func:`fold_bn` first so that Conv → BN → act chains fuse completely."""
-    config = config or ConvertConfig()
-    edges = consumers(model)
-    producers = {b: a for a, b in edges.items()}
-    for name, _ in list(model.named_modules()):
-        module = model.get_submodule(name)
-        kind = _convertible(module, config)
-        if kind is not None:
-            module = _swap(module, kind)
-            model = replace_submodule(model, name, module)
-        if isinstance(module, _OURS):
-            _fuse_neighbours(model, name, module, edges, producers, config)
-        elif type(module) is nn.ChannelShuffle:
-            model = replace_submodule(model, name, ChannelShuffle(module.groups))
-    return model
-
-
 def _fuse_neighbours(
-    model: nn.Module,
-    name: str,
-    layer: nn.Conv2d,
-    edges: dict[str, str],
-    producers: dict[str, str],
-    config: ConvertConfig,
+    layer: nn.Conv2d, fqn: str, plan: _Plan, pending: dict[str, nn.Module], notes: list[str], config: FuseConfig
 ) -> None:
-    after = _follow(edges, model, edges.get(name))
+    after = plan.follow(plan.edges, plan.edges.get(fqn), pending)
     if config.fuse_activation and after is not None and layer.activation == "none":
-        act = activation_of(model.get_submodule(after))
+        act = activation_of(plan.module(after, pending))
         if act not in (None, "none"):
             layer.activation = act
-            replace_submodule(model, after, nn.Identity())
-            after = _follow(edges, model, edges.get(after))
+            pending[after] = nn.Identity()
+            notes.append(f"fused {act} ({after})")
+            after = plan.follow(plan.edges, plan.edges.get(after), pending)
     if not (config.fuse_shuffle and isinstance(layer, GroupedPointwiseConv2d)):
         return
     if after is not None and layer.out_shuffle_groups is None:
-        shuffle = model.get_submodule(after)
+        shuffle = plan.module(after, pending)
         if isinstance(shuffle, nn.ChannelShuffle) and layer.out_channels % shuffle.groups == 0:
             layer.out_shuffle_groups = shuffle.groups
-            replace_submodule(model, after, nn.Identity())
-    before = _follow(producers, model, producers.get(name))
+            pending[after] = nn.Identity()
+            notes.append(f"fused output shuffle ({after})")
+    before = plan.follow(plan.producers, plan.producers.get(fqn), pending)
     if before is not None and layer.shuffle_groups is None:
-        shuffle = model.get_submodule(before)
+        shuffle = plan.module(before, pending)
         if isinstance(shuffle, nn.ChannelShuffle) and layer.in_channels % shuffle.groups == 0:
             layer.shuffle_groups = shuffle.groups
-            replace_submodule(model, before, nn.Identity())
+            pending[before] = nn.Identity()
+            notes.append(f"fused input shuffle ({before})")

@@ -1,7 +1,8 @@
 """Back to plain torch: every convops layer replaced by standard torch modules computing the
 same function, for exporters that cannot see through custom ops (ONNX) and for debugging.
 
-    onnx_model = torch.onnx.export(convops.to_torch(model).eval(), (x,), ...)
+    report = convops.to_torch_(model)      # core's conversion walk; report.model is the plain model
+    torch.onnx.export(report.model.eval(), (x,), ...)
 
 ONNX runtimes and TensorRT bring their own convolution kernels; what they need from us is the
 function. The replacements use only ops every exporter knows:
@@ -17,6 +18,8 @@ function. The replacements use only ops every exporter knows:
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,9 +33,10 @@ from slimtorch.convops.layers import (
     ShiftConv2d,
     ShuffleConcat,
     SparseShift2d,
-    activation_module,
+
 )
-from slimtorch.core.modules import replace_modules
+from slimtorch.core.activations import activation_module
+from slimtorch.core.conversions import ConversionConfig, ConversionReport, convert_model
 
 
 class TorchChannelShuffle(nn.Module):
@@ -132,7 +136,14 @@ def _replacement(module: nn.Module) -> nn.Module | None:
     return None
 
 
-def to_torch(model: nn.Module) -> nn.Module:
-    """Replace every convops layer in ``model`` (in place; returns it, or the replacement when
-    ``model`` itself is a convops layer) by plain torch modules computing the same function."""
-    return replace_modules(model, lambda module, name: _replacement(module))
+@dataclasses.dataclass(frozen=True)
+class _ToTorch(ConversionConfig):
+    def convert_module(self, module: nn.Module, fqn: str, plan: object) -> nn.Module | None:
+        return _replacement(module)
+
+
+def to_torch_(model: nn.Module) -> ConversionReport:
+    """Replace every convops layer in ``model`` (in place) by plain torch modules computing the
+    same function; returns the report (``report.model``: a new object when ``model`` itself was a
+    convops layer)."""
+    return convert_model(model, _ToTorch(), conversion="to_torch_")

@@ -3,7 +3,7 @@
 Each convolution layer subclasses ``nn.Conv2d`` and keeps its parameters (``weight``, ``bias``),
 so its ``state_dict`` loads into (and from) the torch module it replaces; the fused activation
 is a constructor argument (``activation``), folded BatchNorm lives in ``weight`` / ``bias``
-(``slimtorch.convops.api.fold_bn``). Layers accept NCHW and channels_last inputs and return
+(``slimtorch.convops.fuse_``). Layers accept NCHW and channels_last inputs and return
 the input's memory format, trace with ``torch.compile(fullgraph=True)`` and train.
 
     DepthwiseConv2d          conv with groups = channels (k×k, stride, padding, dilation,
@@ -27,21 +27,13 @@ from torch import nn
 
 from slimtorch.convops._layout import padding4, pair
 from slimtorch.convops.depthwise import MAX_KERNEL_SIZE, depthwise_conv2d
-from slimtorch.convops.formats import grouped_shift_offsets
+from slimtorch.convops.index_maps import grouped_shift_offsets
 from slimtorch.convops.pointwise import pointwise_conv2d
 from slimtorch.convops.shift import SHIFT_BACKENDS, active_shift, integer_shift, quantized_shift
 from slimtorch.convops.shuffle import channel_shuffle, shuffle_concat
-from slimtorch.core.activations import ACTIVATIONS, MODULE_TO_ACTIVATION
+from slimtorch.core.activations import ACTIVATIONS, activation_module
 from slimtorch.core.checks import check_choice, check_divisible, check_positive
-
-_ACTIVATION_MODULES = {name: module for module, name in MODULE_TO_ACTIVATION.items()}
-
-
-def activation_module(activation: str) -> nn.Module:
-    """The torch module of an epilogue activation name (nn.Identity for "none")."""
-    check_choice(activation, "activation", ACTIVATIONS)
-    return _ACTIVATION_MODULES[activation]()
-
+from slimtorch.core.dispatch import check_backend
 
 def _with_activation(conv: nn.Module, activation: str) -> nn.Module:
     return conv if activation == "none" else nn.Sequential(conv, activation_module(activation))
@@ -156,6 +148,10 @@ class DepthwiseConv2d(nn.Conv2d):
         """An equivalent torch module (nn.Conv2d, followed by the activation module if any)."""
         return _with_activation(_torch_conv(self), self.activation)
 
+    def conversion_source(self) -> nn.Conv2d | str:
+        """For core's conversion walk: the plain conv it computes, or why it is more than one."""
+        return _fused_reason(self) or _torch_conv(self)
+
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation!r}"
 
@@ -232,6 +228,10 @@ class GroupedPointwiseConv2d(nn.Conv2d):
             parts.append(nn.ChannelShuffle(self.out_shuffle_groups))
         return parts[0] if len(parts) == 1 else nn.Sequential(*parts)
 
+    def conversion_source(self) -> nn.Conv2d | str:
+        """For core's conversion walk: the plain conv it computes, or why it is more than one."""
+        return _fused_reason(self) or _torch_conv(self)
+
     def extra_repr(self) -> str:
         return (
             f"{super().extra_repr()}, shuffle_groups={self.shuffle_groups}, "
@@ -265,12 +265,12 @@ class ShuffleConcat(nn.Module):
 class Shift2d(nn.Module):
     """Grouped shift (Wu et al. 2018): C channels in k² groups, each moved by one (dy, dx) of a
     k×k neighbourhood (× dilation), zero fill. No parameters; the offsets are a non-persistent
-    int32 buffer (C, 2). ``backend`` "triton" (default) or "cuda" (opt-in, unverified)."""
+    int32 buffer (C, 2). ``backend`` by core's rule: "auto" (Triton), "triton", "cuda" (opt-in,
+    unverified) or "reference"."""
 
-    def __init__(self, channels: int, kernel_size: int = 3, dilation: int = 1, backend: Optional[str] = None):
+    def __init__(self, channels: int, kernel_size: int = 3, dilation: int = 1, backend: str = "auto"):
         super().__init__()
-        if backend is not None:
-            check_choice(backend, "backend", SHIFT_BACKENDS)
+        check_backend(backend, SHIFT_BACKENDS, "Shift2d")
         self.channels, self.kernel_size, self.dilation, self.backend = channels, kernel_size, dilation, backend
         self.register_buffer("offsets", grouped_shift_offsets(channels, kernel_size, dilation), persistent=False)
 
@@ -308,10 +308,9 @@ class SparseShift2d(nn.Module):
     active shift's gradient). Add ``sparsity_loss()`` (Σ|offsets|, weighted) to the training loss
     to drive most channels to (0, 0). ``backend`` as for :class:`Shift2d`."""
 
-    def __init__(self, channels: int, init_range: float = 1.0, backend: Optional[str] = None):
+    def __init__(self, channels: int, init_range: float = 1.0, backend: str = "auto"):
         super().__init__()
-        if backend is not None:
-            check_choice(backend, "backend", SHIFT_BACKENDS)
+        check_backend(backend, SHIFT_BACKENDS, "SparseShift2d")
         self.backend = backend
         self.offsets = _uniform_offsets(channels, init_range)
 
@@ -377,3 +376,23 @@ class ShiftConv2d(nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activation={self.activation!r}"
+
+    def conversion_source(self) -> str:
+        return (
+            f"{type(self).__name__} shifts its input before the 1x1 convolution (a conversion of the convolution "
+            "alone would drop the shift)"
+        )
+
+
+def _fused_reason(layer: nn.Conv2d) -> str | None:
+    """Why a fused layer is more than its convolution (None: it is just the convolution)."""
+    fused = [f"activation {layer.activation!r}"] if layer.activation != "none" else []
+    for attribute in ("shuffle_groups", "out_shuffle_groups"):
+        if getattr(layer, attribute, None) is not None:
+            fused.append(f"{attribute}={getattr(layer, attribute)}")
+    if not fused:
+        return None
+    return (
+        f"{type(layer).__name__} fuses {', '.join(fused)} into the convolution (a conversion of the convolution "
+        "alone would drop it)"
+    )

@@ -5,13 +5,13 @@ Every shift reads  y[n, c, h, w] = x[n, c, h + dy_c, w + dx_c]  (zero outside th
 
 - **Integer shift** (int32 offsets (C, 2)). The grouped shift of Wu et al. 2018 ("Shift: A Zero
   FLOP, Zero Parameter Alternative to Spatial Convolutions") uses
-  ``formats.grouped_shift_offsets``; the sparse shift of Chen et al. 2019 ("All you need is a few
+  ``index_maps.grouped_shift_offsets``; the sparse shift of Chen et al. 2019 ("All you need is a few
   shifts") learned offsets that are mostly (0, 0). Default GPU path: ``depthwise_conv2d`` with a
   weightless 1x1 stencil at per-channel offsets (one read and one write per element, Triton);
   its backward is that op's input gradient (the shift by the negated offsets). The CUDA C kernel
   ``cuda/shift.cu`` (16-byte moves of channel groups that share an offset, channels_last) is
-  OPT-IN — ``use_cuda_shift(True)`` or ``SLIMTORCH_CONVOPS_CUDA_SHIFT=1`` — until verified on a
-  GPU; it compiles in CI for sm_80 / sm_90. Fused into the following 1x1 conv the shift costs no
+  OPT-IN — ``backend="cuda"`` or ``SLIMTORCH_BACKEND=cuda`` (core's backend rule) — until
+  verified on a GPU; it compiles in CI for sm_80 / sm_90. Fused into the following 1x1 conv the shift costs no
   memory pass at all: ``pointwise_conv2d(..., offsets=...)``.
 - **Active shift** (Jeon & Kim 2018, "Constructing Fast Network through Deconstruction of
   Convolution"): real offsets α (C, 2); with a = ⌊α⌋ and f = α − a,
@@ -25,9 +25,7 @@ Every shift reads  y[n, c, h, w] = x[n, c, h + dy_c, w + dx_c]  (zero outside th
   exact ∂x); θ gets the active shift's gradient at θ (straight-through).
 """
 
-import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
@@ -35,7 +33,8 @@ import triton
 
 from slimtorch.convops._layout import FLOAT_DTYPES, empty_in_format, in_format, memory_format_of
 from slimtorch.convops.depthwise import depthwise_conv2d, depthwise_conv2d_reference
-from slimtorch.core.checks import check_choice, check_same_device, check_tensor
+from slimtorch.core.checks import check_same_device, check_tensor
+from slimtorch.core.dispatch import choose_backend
 from slimtorch.core.library import kernel_op
 
 CUDA_SOURCE = Path(__file__).parent / "cuda" / "shift.cu"
@@ -47,15 +46,6 @@ _CUDA_THREADS = 256
 _CUDA_MAX_BLOCKS = 65536
 _CUDA_WORD = {2: "u16", 4: "u32", 8: "u64"}
 _VECTOR_BYTES = 16
-
-_state = {"cuda_shift": os.environ.get("SLIMTORCH_CONVOPS_CUDA_SHIFT", "").strip().lower() in ("1", "true", "yes")}
-
-
-def use_cuda_shift(enabled: bool) -> None:
-    """Opt in (or out) of the CUDA C standalone integer shift for CUDA tensors (not yet verified
-    on a GPU; the Triton path is the default)."""
-    _state["cuda_shift"] = bool(enabled)
-
 
 def _check_integer_shift(x: torch.Tensor, offsets: torch.Tensor) -> None:
     check_tensor(x, "x", ndim=4, dtype=FLOAT_DTYPES)
@@ -100,12 +90,11 @@ def _cuda_shift_backward(ctx, grad):
 integer_shift_cuda.register_autograd(_cuda_shift_backward, setup_context=_setup_cuda_shift)
 
 
-def integer_shift(x: torch.Tensor, offsets: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+def integer_shift(x: torch.Tensor, offsets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """y[n, c, h, w] = x[n, c, h + offsets[c, 0], w + offsets[c, 1]] (0 outside); offsets int32
-    (C, 2). ``backend``: "triton" (default) or "cuda" (opt-in, see :func:`use_cuda_shift`). Trains."""
-    if backend is not None:
-        check_choice(backend, "backend", SHIFT_BACKENDS)
-    if (backend or ("cuda" if _state["cuda_shift"] else "triton")) == "cuda":
+    (C, 2). ``backend`` by core's rule: "auto"/"triton" (the depthwise kernel's shift path), "cuda"
+    (the standalone CUDA-C kernel: opt-in, not yet verified on a GPU) or "reference". Trains."""
+    if choose_backend(backend, SHIFT_BACKENDS, x, offsets, op="integer_shift") == "cuda":
         return integer_shift_cuda(x, offsets)
     return depthwise_conv2d(x, None, None, None, offsets, [1, 1], [0, 0, 0, 0], [1, 1], "none")
 
@@ -128,7 +117,7 @@ def active_shift(x: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     return depthwise_conv2d(x, stencil.to(x.dtype), None, None, base, [1, 1], [0, 1, 0, 1], [1, 1], "none")
 
 
-def quantized_shift(x: torch.Tensor, offsets: torch.Tensor, backend: Optional[str] = None) -> torch.Tensor:
+def quantized_shift(x: torch.Tensor, offsets: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Integer shift by round(offsets) whose gradient w.r.t. the real offsets is the active
     shift's (straight-through; Chen et al. 2019 quantization-aware shift learning)."""
     check_tensor(offsets, "offsets", shape=(x.shape[1], 2), dtype=FLOAT_DTYPES)

@@ -4,19 +4,18 @@ Formats (``formats``): int8 per-channel, int4 group-wise (+ GPTQ import/export),
 binary, ternary, codebook. Ops (``slimtorch::*`` custom ops: Triton on CUDA, references on CPU)
 are re-exported here; model level: ``quantize_(model, config)`` with the configs below, and
 ``to_safetensors`` / ``load_quantized``; QAT: ``prepare_qat`` / ``convert_qat``. Importing
-registers the package's compression formats.
+registers the package's conversions in core's registry.
 """
 
 from functools import partial
 
-from slimtorch.core.formats import CompressionFormat, register_format
+from slimtorch.core.registry import RegisteredConversion, register_conversion
 from slimtorch.quant.api import (
     BinaryWeightConfig,
     CodebookWeightConfig,
     Int4WeightOnlyConfig,
     Int8DynamicActivationInt8WeightConfig,
     Int8WeightOnlyConfig,
-    QuantizeReport,
     TernaryWeightConfig,
     WeightConfig,
     load_quantized,
@@ -32,7 +31,6 @@ from slimtorch.quant.layers import (
     Int4WeightOnlyLinear,
     Int8DynamicActivationInt8WeightLinear,
     Int8WeightOnlyLinear,
-    QuantizedConv2d,
     QuantizedLinear,
     TernaryLinear,
 )
@@ -63,8 +61,6 @@ __all__ = [
     "Int8WeightOnlyConfig",
     "Int8WeightOnlyLinear",
     "LSQConfig",
-    "QuantizeReport",
-    "QuantizedConv2d",
     "QuantizedLinear",
     "TTQConfig",
     "TernaryLinear",
@@ -84,21 +80,22 @@ __all__ = [
 ]
 
 _GEMM_LAYERS = "Linear and groups=1 Conv2d (depthwise/grouped stay float)"
-_FORMATS = [
-    ("int8-weight-only", Int8WeightOnlyConfig(), f"int8 weights, per-channel scales, fp activations; {_GEMM_LAYERS}"),
+_CONVERSIONS = [
+    ("int8", Int8WeightOnlyConfig(), f"int8 weights, per-channel scales, fp activations; {_GEMM_LAYERS}"),
     (
-        "w8a8-dynamic",
+        "w8a8",
         Int8DynamicActivationInt8WeightConfig(),
         f"int8 weights (per channel) x int8 activations (per token, dynamic); {_GEMM_LAYERS}",
     ),
     ("int4-g32", Int4WeightOnlyConfig(group_size=32), f"int4 weights, groups of 32 along K; {_GEMM_LAYERS}"),
+    ("int4-g128", Int4WeightOnlyConfig(group_size=128), f"int4 weights, groups of 128 along K; {_GEMM_LAYERS}"),
     ("binary", BinaryWeightConfig(), f"1-bit weights alpha_n * sign(W) (BWN); {_GEMM_LAYERS}"),
     ("ternary", TernaryWeightConfig(), f"2-bit ternary weights, TWN threshold 0.7 mean|W|; {_GEMM_LAYERS}"),
     ("codebook-4bit", CodebookWeightConfig(bits=4), f"16-centroid k-means codebook per layer; {_GEMM_LAYERS}"),
 ]
-for _name, _config, _description in _FORMATS:
-    register_format(
-        CompressionFormat(
+for _name, _config, _description in _CONVERSIONS:
+    register_conversion(
+        RegisteredConversion(
             name=_name, family="quant", description=_description, convert=partial(quantize_, config=_config)
         )
     )

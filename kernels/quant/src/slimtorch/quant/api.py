@@ -1,24 +1,24 @@
 """Model-level quantization: typed configs, ``quantize_``, and safetensors export/import.
 
-    from slimtorch.quant import quantize_, Int4WeightOnlyConfig, QuantizeReport
-    report = QuantizeReport()
-    quantize_(model, Int4WeightOnlyConfig(group_size=32), report=report)   # in place, returns model
-    report.skipped   # {"features.1.conv": "grouped/depthwise convolution (groups=32) stays in float", ...}
+    from slimtorch.quant import quantize_, Int4WeightOnlyConfig
+    report = quantize_(model, Int4WeightOnlyConfig(group_size=32))   # in place
+    report.model     # the quantized model
+    report.skipped   # {"features.1.conv": "groups=32: grouped/depthwise convolutions stay as they are ...", ...}
 
-``quantize_`` replaces every eligible ``nn.Linear`` by the config's quantized linear layer and
-every eligible ``nn.Conv2d`` by a :class:`~slimtorch.quant.layers.QuantizedConv2d` around one.
-Ineligible layers stay as they are and are listed in the report (and logged at INFO on the
-``slimtorch.quant`` logger): grouped/depthwise convolutions, string padding or non-zero padding
-modes, K not a multiple of the int4 group size, Linear layers read directly by their parent
-(``nn.MultiheadAttention.out_proj``). Non-finite weights raise ``ValueError``.
+``quantize_`` is core's conversion walk (:mod:`slimtorch.core.conversions`) with a
+:class:`WeightConfig`: every ``nn.Linear`` and groups=1 ``nn.Conv2d`` (by the walk's one
+eligibility rule) becomes the config's quantized linear layer, a convolution as a
+:class:`~slimtorch.core.modules.GemmConv2d` around one. Ineligible modules stay as they are and
+the report says why: grouped/depthwise convolutions, string padding or non-zero padding modes,
+K not a multiple of the int4 group size, attention's ``out_proj`` (read directly by
+``nn.MultiheadAttention``), our own fused layers (a shift, a shuffle, a fused activation) and
+layers already compressed. Non-finite weights raise ``ValueError``.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from slimtorch.core.checks import check_choice
+from slimtorch.core.conversions import ConversionReport, FilterFn, GemmConversion, convert_model
 from slimtorch.core.model_stats import state_dict_tensors
-from slimtorch.core.modules import replace_submodule
+from slimtorch.core.modules import GemmConv2d, replace_submodule
 from slimtorch.quant import formats
 from slimtorch.quant.layers import (
     BinaryLinear,
@@ -37,24 +38,20 @@ from slimtorch.quant.layers import (
     Int4WeightOnlyLinear,
     Int8DynamicActivationInt8WeightLinear,
     Int8WeightOnlyLinear,
-    QuantizedConv2d,
     QuantizedLinear,
     TernaryLinear,
     build_layer,
+    describe_layer,
 )
 
-logger = logging.getLogger("slimtorch.quant")
-
 METADATA_KEY = "slimtorch.quant.layers"
-
-FilterFn = Callable[[nn.Module, str], bool]
 
 
 # ----------------------------------------------------------------------------- configs
 
 
 @dataclass(frozen=True)
-class WeightConfig:
+class WeightConfig(GemmConversion):
     """Base of the quantization configs: which layer class, with which options."""
 
     linear_class: ClassVar[type[QuantizedLinear]]
@@ -62,13 +59,12 @@ class WeightConfig:
     def options(self) -> dict[str, Any]:
         return {}
 
-    def skip_reason(self, in_features: int) -> str | None:
-        """Why a layer with this K cannot take the format (None: it can)."""
-        return None
-
     def quantize_weight(self, weight: torch.Tensor, bias: torch.Tensor | None) -> QuantizedLinear:
         """An (N, K) weight (a Conv2d's reshaped) as this config's linear layer."""
         return self.linear_class.from_weight(weight, bias, **self.options())
+
+    def to_gemm(self, linear: nn.Linear) -> QuantizedLinear:
+        return self.quantize_weight(linear.weight.detach(), linear.bias)
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ class Int4WeightOnlyConfig(WeightConfig):
     def options(self) -> dict[str, Any]:
         return {"group_size": self.group_size, "scale_dtype": self.scale_dtype}
 
-    def skip_reason(self, in_features: int) -> str | None:
+    def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
         if in_features % self.group_size:
             return f"in_features {in_features} is not a multiple of group_size {self.group_size}"
         return None
@@ -147,97 +143,28 @@ class CodebookWeightConfig(WeightConfig):
 # ----------------------------------------------------------------------------- quantize_
 
 
-@dataclass
-class QuantizeReport:
-    """What ``quantize_`` / ``prepare_qat`` did: converted module names and skipped ones with why."""
+def quantize_(model: nn.Module, config: WeightConfig, filter_fn: FilterFn | None = None) -> ConversionReport:
+    """Quantize every eligible Linear and groups=1 Conv2d of ``model`` in place (module docstring).
 
-    converted: list[str] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-def module_skip_reason(module: nn.Module, parent: nn.Module | None) -> str | None:
-    """Why a Linear/Conv2d cannot be replaced by a GEMM-backed layer, whatever the format."""
-    if isinstance(parent, nn.MultiheadAttention):
-        return "nn.MultiheadAttention reads its out_proj weight directly"
-    if isinstance(module, nn.Conv2d):
-        if module.groups != 1:
-            return f"grouped/depthwise convolution (groups={module.groups}) stays in float"
-        if isinstance(module.padding, str):
-            return f"string padding {module.padding!r} is not supported"
-        if module.padding_mode != "zeros":
-            return f"padding_mode {module.padding_mode!r} is not supported"
-    return None
-
-
-def in_features_of(module: nn.Module) -> int:
-    """K of the GEMM a Linear or Conv2d becomes (C·kh·kw for a convolution)."""
-    return module.weight[0].numel()
-
-
-def eligible_modules(
-    model: nn.Module,
-    kinds: tuple[type[nn.Module], ...],
-    skip_reason: Callable[[nn.Module], str | None],
-    filter_fn: FilterFn | None,
-    report: QuantizeReport,
-) -> list[str]:
-    """Names of the modules of ``kinds`` to convert; the rest of them are recorded in ``report``."""
-    parents = {
-        f"{name}.{child}" if name else child: m for name, m in model.named_modules() for child, _ in m.named_children()
-    }
-    chosen = []
-    for name, module in model.named_modules():
-        if not isinstance(module, kinds) or (filter_fn is not None and not filter_fn(module, name)):
-            continue
-        reason = module_skip_reason(module, parents.get(name)) or skip_reason(module)
-        if reason is None:
-            chosen.append(name)
-        else:
-            report.skipped[name] = reason
-            logger.info("slimtorch.quant: %s left as is: %s", name or "<root>", reason)
-    return chosen
-
-
-def quantize_module(module: nn.Module, config: WeightConfig) -> nn.Module:
-    """One Linear or Conv2d as the config's quantized layer."""
-    if isinstance(module, nn.Conv2d):
-        return QuantizedConv2d.wrap(module, config.quantize_weight)
-    return config.quantize_weight(module.weight, module.bias)
-
-
-def quantize_(
-    model: nn.Module,
-    config: WeightConfig,
-    filter_fn: FilterFn | None = None,
-    *,
-    report: QuantizeReport | None = None,
-) -> nn.Module:
-    """Quantize every eligible Linear and groups=1 Conv2d of ``model`` in place; returns the model.
-
-    ``filter_fn(module, name)`` returning False leaves a module alone (not reported). Pass a
-    :class:`QuantizeReport` to learn what was converted and what was skipped and why.
+    ``filter_fn(module, fqn)`` returning False leaves a module alone. Returns the report;
+    ``report.model`` is the model (a new object only when the root itself was a Linear/Conv2d).
     """
     if not isinstance(config, WeightConfig):
         raise TypeError(f"config: expected a quantization config such as Int8WeightOnlyConfig, got {config!r}")
-    report = report if report is not None else QuantizeReport()
-    names = eligible_modules(
-        model, (nn.Linear, nn.Conv2d), lambda m: config.skip_reason(in_features_of(m)), filter_fn, report
-    )
-    for name in names:
-        model = replace_submodule(model, name, quantize_module(model.get_submodule(name), config))
-        report.converted.append(name)
-    return model
+    return convert_model(model, config, filter_fn, conversion="quantize_")
 
 
 # ----------------------------------------------------------------------------- safetensors
 
 
 def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every quantized layer (linear or conv; not the linear inside a conv) by name."""
+    """Every quantized layer (a quantized linear, or a GemmConv2d around one; not the linear inside
+    a conv) by name."""
     found: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         parent = found.get(name.rpartition(".")[0])
-        if isinstance(module, (QuantizedLinear, QuantizedConv2d)) and not isinstance(parent, QuantizedConv2d):
+        quantized_conv = isinstance(module, GemmConv2d) and isinstance(module.gemm, QuantizedLinear)
+        if (isinstance(module, QuantizedLinear) or quantized_conv) and not isinstance(parent, GemmConv2d):
             found[name] = module
     return found
 
@@ -245,7 +172,7 @@ def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
 def to_safetensors(model: nn.Module, path: str | Path) -> None:
     """Save the model's state_dict (packed weights included) with the layout of its quantized
     layers in the file's metadata, so :func:`load_quantized` can rebuild them. No pickle."""
-    layers = {name: module.describe() for name, module in quantized_layers(model).items()}
+    layers = {name: describe_layer(module) for name, module in quantized_layers(model).items()}
     safetensors.torch.save_file(state_dict_tensors(model), str(path), metadata={METADATA_KEY: json.dumps(layers)})
 
 

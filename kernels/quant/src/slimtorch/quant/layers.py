@@ -7,7 +7,7 @@ CPU tensors the ops run their references (dequantise, then matmul in fp32). ``fr
 weights (+ N bias) the layer still represents. ``.to(dtype)`` casts the float buffers (bias,
 scales, codebook) like any module; packed integer buffers never change.
 
-Conv2d: :class:`QuantizedConv2d` wraps any of the linear layers (K = C·kh·kw) and computes the
+Conv2d: core's :class:`~slimtorch.core.modules.GemmConv2d` wraps any of the linear layers (K = C·kh·kw) and computes the
 convolution as a GEMM over rows of pixels. 1x1 convolutions without padding use the pixels
 themselves, channels last (B·Ho·Wo, C) (a view when the input is channels_last); k×k convolutions
 (groups = 1) go through ``F.unfold`` (im2col). The output is returned as an NCHW tensor in
@@ -18,7 +18,6 @@ weights and are bound by activation traffic, so quantizing their weights saves n
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -103,6 +102,9 @@ class QuantizedLinear(nn.Module):
 
     def compressed_num_params(self) -> int:
         return self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
+
+    def conversion_source(self) -> str:
+        return f"already quantized ({type(self).__name__})"
 
     def describe(self) -> dict[str, Any]:
         """What :func:`build_layer` needs to recreate an empty layer of this shape (JSON-able)."""
@@ -317,37 +319,6 @@ class CodebookLinear(QuantizedLinear):
         return codebook_mm(x, self.qweight, self.codebook, self.bits, self.bias)
 
 
-# ----------------------------------------------------------------------------- Conv2d
-
-
-class QuantizedConv2d(GemmConv2d):
-    """A groups=1 Conv2d whose (N, C·kh·kw) weight lives in a quantized linear layer ``gemm``
-    (:class:`slimtorch.core.modules.GemmConv2d`: 1x1 on channels-last pixels, k×k on unfold's patches)."""
-
-    @classmethod
-    def from_dense(cls, conv: nn.Conv2d, linear_class: type[QuantizedLinear], **options: Any) -> QuantizedConv2d:
-        """Quantize ``conv``'s (N, C·kh·kw) weight with ``linear_class`` and ``options``."""
-        return cls.wrap(conv, lambda weight, bias: linear_class.from_weight(weight, bias, **options))
-
-    @classmethod
-    def wrap(
-        cls, conv: nn.Conv2d, quantize: Callable[[torch.Tensor, torch.Tensor | None], QuantizedLinear]
-    ) -> QuantizedConv2d:
-        """``conv`` with its weight, reshaped to (N, C·kh·kw), turned into ``quantize(weight, bias)``."""
-        return super().from_dense(conv, lambda linear: quantize(linear.weight.detach(), conv.bias))
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "class": type(self).__name__,
-            "in_channels": self.in_channels,
-            "kernel_size": list(self.kernel_size),
-            "stride": list(self.stride),
-            "padding": list(self.padding),
-            "dilation": list(self.dilation),
-            "gemm": self.gemm.describe(),
-        }
-
-
 LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {
     cls.__name__: cls
     for cls in (
@@ -361,13 +332,29 @@ LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {
 }
 
 
+def describe_layer(layer: nn.Module) -> dict[str, Any]:
+    """What :func:`build_layer` needs to recreate an empty quantized linear, or a GemmConv2d
+    around one, of this shape (JSON-able)."""
+    if isinstance(layer, GemmConv2d):
+        return {
+            "class": GemmConv2d.__name__,
+            "in_channels": layer.in_channels,
+            "kernel_size": list(layer.kernel_size),
+            "stride": list(layer.stride),
+            "padding": list(layer.padding),
+            "dilation": list(layer.dilation),
+            "gemm": layer.gemm.describe(),
+        }
+    return layer.describe()
+
+
 def build_layer(description: dict[str, Any], device: torch.device | str | None = None) -> nn.Module:
-    """An empty (zero-filled) layer from :meth:`describe`'s output, ready for ``load_state_dict``."""
+    """An empty (zero-filled) layer from :func:`describe_layer`'s output, ready for ``load_state_dict``."""
     description = dict(description)
     name = description.pop("class")
-    if name == QuantizedConv2d.__name__:
+    if name == GemmConv2d.__name__:
         gemm = build_layer(description.pop("gemm"), device)
-        return QuantizedConv2d(gemm, **description)
+        return GemmConv2d(gemm, **description)
     if name not in LINEAR_CLASSES:
         raise ValueError(f"class: unknown quantized layer {name!r}; known: {sorted(LINEAR_CLASSES)}")
     return LINEAR_CLASSES[name](device=device, **description)

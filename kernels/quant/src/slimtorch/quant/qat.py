@@ -1,9 +1,9 @@
 """Quantization-aware training: fake-quant Linear/Conv2d trained through straight-through
 estimators (STE), then converted to the real kernel layers.
 
-    model = prepare_qat(model, LSQConfig(bits=4, group_size=32))   # in place, returns model
+    prepare_qat(model, LSQConfig(bits=4, group_size=32))   # in place; returns core's ConversionReport
     ...train...
-    model = convert_qat(model)          # FakeQuant* -> Int4WeightOnlyLinear / QuantizedConv2d
+    convert_qat(model)          # FakeQuant* -> Int4WeightOnlyLinear / GemmConv2d around one
 
 Each fake-quant module keeps a float latent weight and a weight quantizer; its forward uses the
 quantized weight, so after ``convert_qat`` the real layers compute what training saw (up to the
@@ -40,22 +40,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimtorch.core.checks import check_choice
-from slimtorch.core.modules import conv2d_as_gemm, replace_submodule
+from slimtorch.core.conversions import ConversionConfig, ConversionReport, FilterFn, Skip, convert_model, gemm_source
+from slimtorch.core.modules import GemmConv2d, conv2d_as_gemm
 from slimtorch.quant import formats
-from slimtorch.quant.api import (
-    CodebookWeightConfig,
-    FilterFn,
-    Int8DynamicActivationInt8WeightConfig,
-    QuantizeReport,
-    WeightConfig,
-    eligible_modules,
-    in_features_of,
-)
+from slimtorch.quant.api import CodebookWeightConfig, Int8DynamicActivationInt8WeightConfig, WeightConfig
 from slimtorch.quant.layers import (
     CodebookLinear,
     Int4WeightOnlyLinear,
     Int8WeightOnlyLinear,
-    QuantizedConv2d,
     QuantizedLinear,
     TernaryLinear,
 )
@@ -263,7 +255,7 @@ class LSQConfig:
         elif self.group_size is not None:
             raise ValueError(f"group_size: int8 LSQ steps are per output channel, expected None, got {self.group_size}")
 
-    def skip_reason(self, in_features: int) -> str | None:
+    def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
         if self.group_size and in_features % self.group_size:
             return f"in_features {in_features} is not a multiple of group_size {self.group_size}"
         return None
@@ -281,7 +273,7 @@ class DoReFaConfig:
     def __post_init__(self):
         check_choice(self.bits, "bits", formats.CODEBOOK_BITS)
 
-    def skip_reason(self, in_features: int) -> str | None:
+    def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
         return None
 
     def make_quantizer(self, weight: torch.Tensor) -> WeightFakeQuantizer:
@@ -298,7 +290,7 @@ class TTQConfig:
         if not 0 <= self.threshold < 1:
             raise ValueError(f"threshold: expected a fraction of max|w| in [0, 1), got {self.threshold}")
 
-    def skip_reason(self, in_features: int) -> str | None:
+    def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
         return None
 
     def make_quantizer(self, weight: torch.Tensor) -> WeightFakeQuantizer:
@@ -327,6 +319,9 @@ class _AttachesQuantizer:
         self.quantize_activations = quantize_activations
         return self
 
+    def conversion_source(self) -> str:
+        return "already prepared for QAT (convert_qat makes it a quantized layer)"
+
 
 class FakeQuantLinear(_AttachesQuantizer, nn.Linear):
     """nn.Linear whose forward uses ``weight_quantizer(weight)`` (and per-token activations for W8A8)."""
@@ -353,9 +348,9 @@ class FakeQuantConv2d(_AttachesQuantizer, nn.Conv2d):
 
         return conv2d_as_gemm(x, gemm, self.kernel_size, self.stride, self.padding, self.dilation)
 
-    def to_quantized(self) -> QuantizedConv2d:
+    def to_quantized(self) -> GemmConv2d:
         with torch.no_grad():
-            return QuantizedConv2d.wrap(self, self.weight_quantizer.convert)
+            return GemmConv2d.from_dense(self, lambda linear: self.weight_quantizer.convert(linear.weight, linear.bias))
 
 
 def _fake_quant_copy(module: nn.Module, config: QATConfig) -> nn.Module:
@@ -383,34 +378,35 @@ def _fake_quant_copy(module: nn.Module, config: QATConfig) -> nn.Module:
     return fake.attach(quantizer, isinstance(config, Int8DynamicActivationInt8WeightConfig))
 
 
-def prepare_qat(
-    model: nn.Module,
-    config: QATConfig,
-    filter_fn: FilterFn | None = None,
-    *,
-    report: QuantizeReport | None = None,
-) -> nn.Module:
+@dataclass(frozen=True)
+class _PrepareQAT(ConversionConfig):
+    qat: QATConfig
+
+    def describe(self) -> str:
+        return repr(self.qat)
+
+    def convert_module(self, module: nn.Module, fqn: str, plan: object) -> nn.Module | Skip | None:
+        source = gemm_source(module)
+        if source is None or isinstance(source, Skip):
+            return source
+        reason = self.qat.gemm_skip_reason(source.weight.shape[0], source.weight[0].numel())
+        return Skip(reason) if reason is not None else _fake_quant_copy(source, self.qat)
+
+
+@dataclass(frozen=True)
+class _ConvertQAT(ConversionConfig):
+    def convert_module(self, module: nn.Module, fqn: str, plan: object) -> nn.Module | None:
+        return module.to_quantized() if isinstance(module, (FakeQuantLinear, FakeQuantConv2d)) else None
+
+
+def prepare_qat(model: nn.Module, config: QATConfig, filter_fn: FilterFn | None = None) -> ConversionReport:
     """Swap every eligible Linear / groups=1 Conv2d for its fake-quant version (in place); returns
-    the model. Eligibility and the report are those of :func:`slimtorch.quant.quantize_`."""
+    core's report. Eligibility is that of :func:`slimtorch.quant.quantize_`."""
     if not isinstance(config, (WeightConfig, LSQConfig, DoReFaConfig, TTQConfig)):
         raise TypeError(f"config: expected a quantization or QAT config (e.g. LSQConfig()), got {config!r}")
-    report = report if report is not None else QuantizeReport()
-    fake_types = (FakeQuantLinear, FakeQuantConv2d)
-
-    def skip_reason(module: nn.Module) -> str | None:
-        if isinstance(module, fake_types):
-            return "already prepared for QAT"
-        return config.skip_reason(in_features_of(module))
-
-    for name in eligible_modules(model, (nn.Linear, nn.Conv2d), skip_reason, filter_fn, report):
-        model = replace_submodule(model, name, _fake_quant_copy(model.get_submodule(name), config))
-        report.converted.append(name)
-    return model
+    return convert_model(model, _PrepareQAT(config), filter_fn, conversion="prepare_qat")
 
 
-def convert_qat(model: nn.Module) -> nn.Module:
+def convert_qat(model: nn.Module) -> ConversionReport:
     """Replace every fake-quant module by the real quantized layer it trained for (in place)."""
-    names = [name for name, m in model.named_modules() if isinstance(m, (FakeQuantLinear, FakeQuantConv2d))]
-    for name in names:
-        model = replace_submodule(model, name, model.get_submodule(name).to_quantized())
-    return model
+    return convert_model(model, _ConvertQAT(), conversion="convert_qat")

@@ -5,12 +5,12 @@ Formats (pure torch, exact): :func:`prune_24`, :func:`compress_24` / :func:`deco
 :func:`from_bsr`. Ops (``torch.library`` custom ops): :func:`sparse24_mm` (Triton: split-K gather
 GEMV for small M, four per-slot ``tl.dot`` above), :func:`sparse24_mm_sp` (CUDA ``mma.sp``,
 opt-in, not yet GPU-verified), :func:`bsr_mm` (Triton). Layers: :class:`SparseLinear24`,
-:class:`BlockSparseLinear`, :class:`PointwiseConv2d`, :class:`MaskedSparseLinear` (fine-tuning,
-SR-STE). Models: :func:`sparsify_`, :func:`to_sparse_`. Registers the compression formats
-"sparse-2:4" and "block-sparse-50%" (family "sparse").
+:class:`BlockSparseLinear`, :class:`MaskedSparseLinear` (fine-tuning,
+SR-STE); convolutions run as core's GemmConv2d around them. Models: :func:`sparsify_`,
+:func:`to_sparse_`. Registers the conversions "sparse24" and "block-sparse-50" (family "sparse").
 """
 
-from slimtorch.core.formats import CompressionFormat, register_format
+from slimtorch.core.registry import RegisteredConversion, register_conversion
 from slimtorch.sparse.api import BlockSparseConfig, Sparse24Config, sparsify_, to_sparse_
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import (
@@ -25,7 +25,7 @@ from slimtorch.sparse.formats import (
     to_bsr,
     to_mma_sp_metadata,
 )
-from slimtorch.sparse.layers import BlockSparseLinear, MaskedSparseLinear, PointwiseConv2d, SparseLinear24
+from slimtorch.sparse.layers import BlockSparseLinear, MaskedSparseLinear, SparseLinear24
 from slimtorch.sparse.mma_sp import sparse24_mm_sp
 from slimtorch.sparse.sparse24 import sparse24_mm
 
@@ -35,7 +35,6 @@ __all__ = [
     "BlockSparseConfig",
     "BlockSparseLinear",
     "MaskedSparseLinear",
-    "PointwiseConv2d",
     "Sparse24Config",
     "SparseLinear24",
     "bsr_mm",
@@ -55,19 +54,19 @@ __all__ = [
     "to_sparse_",
 ]
 
-register_format(
-    CompressionFormat(
-        name="sparse-2:4",
+register_conversion(
+    RegisteredConversion(
+        name="sparse24",
         family="sparse",
-        description="2:4 semi-structured weights (2 largest |w| of every 4 kept) in Linear and 1x1 convs",
+        description="2:4 semi-structured weights (2 largest |w| of every 4 kept) in Linear and groups=1 convs",
         convert=lambda model: sparsify_(model, Sparse24Config()),
     )
 )
-register_format(
-    CompressionFormat(
-        name="block-sparse-50%",
+register_conversion(
+    RegisteredConversion(
+        name="block-sparse-50",
         family="sparse",
-        description="16x16 block-sparse (BSR) weights, half the blocks kept by L2 norm, in Linear and 1x1 convs",
+        description="16x16 block-sparse (BSR) weights, half the blocks kept by L2 norm, in Linear and groups=1 convs",
         convert=lambda model: sparsify_(model, BlockSparseConfig(block_size=16, density=0.5)),
     )
 )

@@ -1,40 +1,33 @@
 """Model-level sparsification: configs and :func:`sparsify_` / :func:`to_sparse_`.
 
-    model = sparsify_(model, Sparse24Config())                  # 2:4, inference layers
-    model = sparsify_(model, Sparse24Config(masked_training=True))  # fine-tune, then:
-    model = to_sparse_(model)                                   # MaskedSparseLinear -> SparseLinear24
-    model = sparsify_(model, BlockSparseConfig(block_size=32, density=0.5))
+    report = sparsify_(model, Sparse24Config())                     # 2:4, inference layers
+    report = sparsify_(model, Sparse24Config(masked_training=True))  # fine-tune, then:
+    report = to_sparse_(model)                                      # MaskedSparseLinear -> SparseLinear24
+    report = sparsify_(model, BlockSparseConfig(block_size=32, density=0.5))
 
-Converted: ``nn.Linear`` (not attention's NonDynamicallyQuantizableLinear, whose weight MHA reads
-directly) and 1x1 ``nn.Conv2d`` with groups=1 and no padding (as :class:`PointwiseConv2d`), when K
-(in_features / in_channels) is divisible by 4 (2:4) or N and K by the block size (BSR), and
-``filter_fn(module, fqn)`` (if given) returns True. Everything else is left as it is.
+``sparsify_`` is core's conversion walk (:mod:`slimtorch.core.conversions`): every ``nn.Linear``
+and groups=1 ``nn.Conv2d`` (by the walk's one eligibility rule; convolutions as core's
+:class:`~slimtorch.core.modules.GemmConv2d` around the sparse GEMM) is converted when K (in
+features: C·kh·kw for a convolution) is divisible by 4 (2:4) or N and K by the block size (BSR)
+and ``filter_fn(module, fqn)`` (if given) returns True. Everything else is left as it is, and the
+report says why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
-from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
 from slimtorch.core.checks import check_choice
-from slimtorch.core.modules import replace_modules
+from slimtorch.core.conversions import ConversionConfig, ConversionReport, FilterFn, GemmConversion, convert_model
 from slimtorch.sparse.formats import BLOCK_SIZES
-from slimtorch.sparse.layers import (
-    BACKENDS_24,
-    BlockSparseLinear,
-    MaskedSparseLinear,
-    PointwiseConv2d,
-    SparseLinear24,
-)
-
-FilterFn = Callable[[nn.Module, str], bool]
+from slimtorch.core.dispatch import check_backend
+from slimtorch.sparse.layers import KERNELS_24, BlockSparseLinear, MaskedSparseLinear, SparseLinear24
 
 
-@dataclass
-class Sparse24Config:
+@dataclass(frozen=True)
+class Sparse24Config(GemmConversion):
     """2:4 sparsity. ``permute``: search an input-channel permutation first (keeps more
     magnitude). ``masked_training``: produce :class:`MaskedSparseLinear` (dense weight × mask)
     for fine-tuning instead of the compressed layer; ``sr_ste`` (implies masked training)
@@ -48,11 +41,19 @@ class Sparse24Config:
     backend: str = "auto"
 
     def __post_init__(self) -> None:
-        check_choice(self.backend, "backend", BACKENDS_24)
+        check_backend(self.backend, KERNELS_24, "Sparse24Config")
+
+    def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
+        return None if in_features % 4 == 0 else f"in_features {in_features} is not a multiple of 4 (2:4 groups)"
+
+    def to_gemm(self, linear: nn.Linear) -> nn.Module:
+        if self.masked_training or self.sr_ste:
+            return MaskedSparseLinear.from_dense(linear, sr_ste=self.sr_ste, sr_ste_lambda=self.sr_ste_lambda)
+        return SparseLinear24.from_dense(linear, permute=self.permute, backend=self.backend)
 
 
-@dataclass
-class BlockSparseConfig:
+@dataclass(frozen=True)
+class BlockSparseConfig(GemmConversion):
     """Block sparsity: keep ``ceil(density · blocks)`` square blocks of ``block_size`` by L2 norm."""
 
     block_size: int = 32
@@ -64,61 +65,35 @@ class BlockSparseConfig:
             raise ValueError(f"density: expected a value in (0, 1], got {self.density!r}")
 
 
-Config = Sparse24Config | BlockSparseConfig
+    def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
+        if out_features % self.block_size or in_features % self.block_size:
+            return f"(out, in) features ({out_features}, {in_features}) are not multiples of block_size {self.block_size}"
+        return None
+
+    def to_gemm(self, linear: nn.Linear) -> nn.Module:
+        return BlockSparseLinear.from_dense(linear, self.block_size, self.density)
 
 
-def _linear_converter(config: Config) -> Callable[[nn.Linear], nn.Module]:
-    if isinstance(config, BlockSparseConfig):
-        return lambda linear: BlockSparseLinear.from_dense(linear, config.block_size, config.density)
-    if config.masked_training or config.sr_ste:
-        return lambda linear: MaskedSparseLinear.from_dense(
-            linear, sr_ste=config.sr_ste, sr_ste_lambda=config.sr_ste_lambda
-        )
-    return lambda linear: SparseLinear24.from_dense(linear, permute=config.permute, backend=config.backend)
-
-
-def _fits(config: Config, out_features: int, in_features: int) -> bool:
-    if isinstance(config, BlockSparseConfig):
-        return out_features % config.block_size == 0 and in_features % config.block_size == 0
-    return in_features % 4 == 0
-
-
-def _convert(module: nn.Module, config: Config) -> nn.Module | None:
-    """The sparse replacement of ``module``, or None when it is not converted."""
-    to_gemm = _linear_converter(config)
-    if (
-        isinstance(module, nn.Linear)
-        and not isinstance(module, (MaskedSparseLinear, NonDynamicallyQuantizableLinear))
-        and _fits(config, module.out_features, module.in_features)
-    ):
-        return to_gemm(module)
-    if PointwiseConv2d.convertible(module) and _fits(config, module.out_channels, module.in_channels):
-        return PointwiseConv2d.from_dense(module, to_gemm)
-    return None
-
-
-def sparsify_(model: nn.Module, config: Config, filter_fn: FilterFn | None = None) -> nn.Module:
-    """Replace every eligible Linear / 1x1 Conv2d of ``model`` in place by its sparse layer.
-
-    Returns the model (a new module when ``model`` itself is an eligible layer).
-    """
+def sparsify_(
+    model: nn.Module, config: Sparse24Config | BlockSparseConfig, filter_fn: FilterFn | None = None
+) -> ConversionReport:
+    """Replace every eligible Linear / groups=1 Conv2d of ``model`` in place by its sparse layer
+    (module docstring); returns the report (``report.model`` is the model)."""
     if not isinstance(config, (Sparse24Config, BlockSparseConfig)):
         raise TypeError(f"config: expected Sparse24Config or BlockSparseConfig, got {type(config).__name__}")
-
-    def replace(module: nn.Module, fqn: str) -> nn.Module | None:
-        if filter_fn is not None and not filter_fn(module, fqn):
-            return None
-        return _convert(module, config)
-
-    return replace_modules(model, replace)
+    return convert_model(model, config, filter_fn, conversion="sparsify_")
 
 
-def to_sparse_(model: nn.Module, *, backend: str = "auto") -> nn.Module:
+@dataclass(frozen=True)
+class _ToSparse(ConversionConfig):
+    backend: str = "auto"
+
+    def convert_module(self, module: nn.Module, fqn: str, plan: object) -> nn.Module | None:
+        return module.to_sparse(backend=self.backend) if isinstance(module, MaskedSparseLinear) else None
+
+
+def to_sparse_(model: nn.Module, *, backend: str = "auto") -> ConversionReport:
     """After fine-tuning: replace every :class:`MaskedSparseLinear` by the compressed
-    :class:`SparseLinear24` with its current mask (1x1 convs keep their PointwiseConv2d wrapper)."""
-    check_choice(backend, "backend", BACKENDS_24)
-
-    def replace(module: nn.Module, fqn: str) -> nn.Module | None:
-        return module.to_sparse(backend=backend) if isinstance(module, MaskedSparseLinear) else None
-
-    return replace_modules(model, replace)
+    :class:`SparseLinear24` with its current mask (convolutions keep their GemmConv2d wrapper)."""
+    check_backend(backend, KERNELS_24, "to_sparse_")
+    return convert_model(model, _ToSparse(backend), conversion="to_sparse_")

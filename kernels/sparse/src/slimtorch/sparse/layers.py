@@ -1,14 +1,13 @@
-"""Drop-in sparse layers: 2:4 and block-sparse Linear, 1x1 Conv2d as GEMM, masked fine-tuning.
+"""Drop-in sparse layers: 2:4 and block-sparse Linear, masked fine-tuning (convolutions: core's
+GemmConv2d around one of them).
 
 - :class:`SparseLinear24` — 2:4 weight stored as ``values`` (N, K/2) + ``meta`` (N, ceil(K/32))
-  int32 (+ ``perm`` when its input channels were permuted). Backends: ``"auto"`` (Triton kernels
-  on CUDA, the torch reference on CPU; with ``SLIMTORCH_SPARSE_MMA_SP=1`` set when the layer is
-  built, the CUDA ``mma.sp`` kernel for M >= MMA_SP_MIN_M), ``"triton"``, ``"cuda_mma_sp"``
-  (opt-in, not yet GPU-verified) and ``"torch"`` (``torch.sparse.to_sparse_semi_structured``,
-  CUDA only).
+  int32 (+ ``perm`` when its input channels were permuted). ``backend`` follows core's rule
+  (:mod:`slimtorch.core.dispatch`): ``"auto"`` (the Triton kernels on CUDA, the torch reference
+  on CPU), ``"triton"``, ``"cuda"`` (the CUDA-C ``mma.sp`` kernel: opt-in, not yet GPU-verified;
+  also chosen for fp16/bf16 inputs with K % 32 == 0 under ``SLIMTORCH_BACKEND=cuda``), ``"torch"``
+  (``torch.sparse.to_sparse_semi_structured``, CUDA only) and ``"reference"``.
 - :class:`BlockSparseLinear` — BSR weight (``crow_indices``, ``col_indices``, ``values``).
-- :class:`PointwiseConv2d` — a 1x1 Conv2d (groups=1, no padding, any stride) run by one of the
-  above over the pixels in channels-last order: ``y[b, :, h, w] = gemm(x[b, :, s·h, s·w])``.
 - :class:`MaskedSparseLinear` — for fine-tuning: a dense weight times a 2:4 mask, so gradients
   reach the kept weights only; with ``sr_ste=True`` the mask is recomputed from the dense weights
   every forward and pruned weights get the SR-STE gradient ``g + λ·(1 − mask)·w`` (Zhou et al.,
@@ -21,16 +20,14 @@ depend on the data (the permutation, the number of stored blocks) follow the loa
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from slimtorch.core.activations import ACTIVATIONS, activation_reference
 from slimtorch.core.checks import check_choice, check_divisible, check_tensor
-from slimtorch.core.modules import GemmConv2d, dense_linear
+from slimtorch.core.dispatch import check_backend, choose_backend
+from slimtorch.core.modules import dense_linear
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import (
     check_block_size,
@@ -52,9 +49,9 @@ from slimtorch.sparse.formats import (
 from slimtorch.sparse.mma_sp import MMA_SP_DTYPES, sparse24_mm_sp
 from slimtorch.sparse.sparse24 import sparse24_mm
 
-BACKENDS_24: tuple[str, ...] = ("auto", "triton", "cuda_mma_sp", "torch")
-MMA_SP_ENV = "SLIMTORCH_SPARSE_MMA_SP"
-MMA_SP_MIN_M = 256  # UNMEASURED: with SLIMTORCH_SPARSE_MMA_SP=1, "auto" uses mma.sp on CUDA for M >= this
+# The 2:4 layer's kernels, default first: Triton, the CUDA-C mma.sp kernel (opt-in: not yet
+# verified on a GPU), torch's to_sparse_semi_structured (cuSPARSELt / CUTLASS).
+KERNELS_24: tuple[str, ...] = ("triton", "cuda", "torch")
 
 
 def _linear_input(x: torch.Tensor, in_features: int) -> torch.Tensor:
@@ -124,6 +121,9 @@ class _CompressedLinear(nn.Module):
     def compressed_num_params(self) -> int:
         return self.values.numel() + (0 if self.bias is None else self.bias.numel())
 
+    def conversion_source(self) -> str:
+        return f"already sparse ({type(self).__name__})"
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
@@ -147,11 +147,9 @@ class SparseLinear24(_CompressedLinear):
         dtype: torch.dtype | None = None,
     ):
         check_divisible(in_features, 4, "in_features")
-        check_choice(backend, "backend", BACKENDS_24)
+        check_backend(backend, KERNELS_24, "SparseLinear24")
         super().__init__(in_features, out_features, bias, activation, device, dtype)
         self.backend = backend
-        # Read once, when the layer is built (a plain attribute keeps torch.compile graphs static).
-        self.auto_mma_sp = os.environ.get(MMA_SP_ENV, "") == "1"
         self.values = nn.Parameter(torch.zeros(out_features, in_features // 2, device=device, dtype=dtype))
         # Default structure: every group keeps slots (0, 1).
         first_slots = torch.tensor([0, 1], device=device).repeat(out_features, in_features // 4)
@@ -220,25 +218,19 @@ class SparseLinear24(_CompressedLinear):
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.perm is not None:
             x = x.index_select(1, self.perm)
-        backend = self._backend_for(x)
+        backend = choose_backend(self.backend, self._kernels(x), x, op="SparseLinear24")
         if backend == "torch":
             return self._torch_semi_structured(x)
-        if backend == "cuda_mma_sp":
+        if backend == "cuda":
             return sparse24_mm_sp(x, self.values, self._mma_meta(), self.bias, self.activation)
         return sparse24_mm(x, self.values, self.meta, self.bias, self.activation)
 
-    def _backend_for(self, x: torch.Tensor) -> str:
-        if self.backend != "auto":
-            return self.backend
-        if (
-            self.auto_mma_sp
-            and x.is_cuda
-            and x.dtype in MMA_SP_DTYPES
-            and self.in_features % 32 == 0
-            and x.shape[0] >= MMA_SP_MIN_M
-        ):
-            return "cuda_mma_sp"
-        return "triton"
+    def _kernels(self, x: torch.Tensor) -> tuple[str, ...]:
+        """The kernels that take this input: mma.sp needs fp16/bf16 and K % 32 == 0 (an explicit
+        ``backend="cuda"`` on other inputs gets sparse24_mm_sp's own argument error)."""
+        if self.backend == "cuda" or (x.dtype in MMA_SP_DTYPES and self.in_features % 32 == 0):
+            return KERNELS_24
+        return ("triton", "torch")
 
     def _mma_meta(self) -> torch.Tensor:
         if self.meta_mma is None or self.meta_mma.device != self.meta.device:
@@ -246,10 +238,6 @@ class SparseLinear24(_CompressedLinear):
         return self.meta_mma
 
     def _torch_semi_structured(self, x: torch.Tensor) -> torch.Tensor:
-        if not x.is_cuda:
-            raise ValueError(
-                f"backend 'torch': torch's to_sparse_semi_structured needs CUDA tensors, got x on {x.device}"
-            )
         cached = self._torch_weight
         if cached is None or cached.device != x.device or cached.dtype != self.values.dtype:
             from torch.sparse import to_sparse_semi_structured
@@ -317,6 +305,9 @@ class MaskedSparseLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.sr_ste, self.sr_ste_lambda = sr_ste, sr_ste_lambda
         self.register_buffer("mask", top2_mask(self.weight))
+
+    def conversion_source(self) -> str:
+        return "already 2:4-masked for fine-tuning (to_sparse_ compresses it)"
 
     @classmethod
     def from_dense(
@@ -453,29 +444,3 @@ class BlockSparseLinear(_CompressedLinear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", block_size={self.block_size}, density={self.density:.3f}"
-
-
-# ----------------------------------------------------------------------------- 1x1 convolutions
-
-
-class PointwiseConv2d(GemmConv2d):
-    """A 1x1 Conv2d (groups=1, no padding, any stride) run by one of the Linear layers here as a
-    GEMM over NHWC pixels (:class:`slimtorch.core.modules.GemmConv2d`; output channels_last)."""
-
-    @staticmethod
-    def convertible(conv: nn.Module) -> bool:
-        return (
-            isinstance(conv, nn.Conv2d)
-            and conv.kernel_size == (1, 1)
-            and conv.groups == 1
-            and conv.padding in ((0, 0), "valid")
-            and conv.padding_mode == "zeros"
-        )
-
-    @classmethod
-    def from_dense(cls, conv: nn.Conv2d, to_gemm: Callable[[nn.Linear], nn.Module]) -> PointwiseConv2d:
-        """E.g. ``PointwiseConv2d.from_dense(conv, SparseLinear24.from_dense)``."""
-        if not cls.convertible(conv):
-            raise ValueError(f"conv: expected a 1x1 Conv2d with groups=1, padding 0 and zeros padding mode, got {conv}")
-        gemm = to_gemm(dense_linear(conv.weight.detach()[:, :, 0, 0], conv.bias))
-        return cls(gemm, conv.in_channels, 1, conv.stride)

@@ -5,12 +5,12 @@ compute-bound regime (large M) where only the sparse tensor cores' 2x MMA rate c
 cuBLAS; Triton cannot issue ``mma.sp``. The kernel (``cuda/sparse24_mma_sp.cu``) computes
 ``out^T = W · x^T`` with ``mma.sp.sync.aligned.m16n8k32.row.col.f32.{f16,bf16}``: W is the sparse
 A operand (16 output features × 32 K), x^T the dense B operand (32 K × 8 rows of x), fp32
-accumulation, bias in the kernel; the activation, if any, runs afterwards in torch (one
-definition of the activations). The metadata must be in the mma register layout
+accumulation, bias in the kernel; the activation, if any, is NOT fused: it runs afterwards in
+torch (one definition of the activations). The metadata must be in the mma register layout
 (:func:`slimtorch.sparse.formats.to_mma_sp_metadata`, shape (ceil(N/16), K/32, 16) int32).
 
 NOT VERIFIED ON A GPU YET: it compiles for sm_80/sm_90 in CI but has never run. It is opt-in
-(``SparseLinear24(..., backend="cuda_mma_sp")`` or ``SLIMTORCH_SPARSE_MMA_SP=1``) and its
+(``SparseLinear24(..., backend="cuda")`` or ``SLIMTORCH_BACKEND=cuda``) and its
 correctness test is marked ``gpu``. fp16/bf16 only, K a multiple of 32.
 """
 
@@ -65,7 +65,8 @@ def sparse24_mm_sp(
     """``act(x @ W.T + bias)`` on sparse tensor cores; x (M, K) fp16/bf16 -> (M, N)."""
     from slimtorch.core.cuda import load_module
 
-    # The kernel reads x and values as 32-bit words: contiguous rows starting 4-byte aligned.
+    # The kernel reads x and values as 32-bit words from contiguous rows; the bases are made
+    # 16-byte aligned (a copy otherwise) so every row of a K % 32 == 0 matrix is 4-byte aligned.
     x, values, meta_mma = (_aligned(t.contiguous()) for t in (x, values, meta_mma))
     m, k = x.shape
     n = values.shape[0]

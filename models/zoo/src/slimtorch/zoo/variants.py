@@ -3,96 +3,39 @@
 - **pruned**: a new architecture with its own per-layer widths, registered as
   ``<base>_pruned25`` / ``_pruned50`` (the widths structures live in the family modules:
   ``pruned_mobilenetv2_widths``, ``pruned_shufflenetv2_widths``, ``pruned_squeezenet_widths``);
-- **quantized / 2:4-sparse / fused**: conversions of a trained float model by ``slimtorch.quant``,
-  ``slimtorch.sparse`` and ``slimtorch.convops`` (BatchNorm folding and activation fusion for
-  deployment), named by a variant tag: ``apply_variant(model, "int8")`` or
-  ``slimtorch.zoo.create_model(name, variant="int8")``. Those distributions are optional: a
-  variant whose distribution is missing raises an ``ImportError`` naming it;
+- **quantized / sparse / fused / structured**: a conversion of a trained float model from core's
+  registry (:mod:`slimtorch.core.registry`: one name per conversion, the same names as the demo's
+  rows and ``slimtorch formats``), applied in eval mode: ``apply_variant(model, "int8")`` or
+  ``slimtorch.zoo.create_model(name, variant="int8")``. The distributions that register them
+  (slimtorch-quant, -sparse, -convops, -structured) are optional: an unknown name lists what the
+  installed ones offer and names the distributions that are not installed;
 - **distilled**: a base architecture trained with a :class:`DistillationRecipe` (the training
   machinery is a separate package); published weights would carry the recipe's name as tag.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    distribution: str
-    module: str
-    description: str
-    convert: Callable[[ModuleType, nn.Module], Any]
-
-
-VARIANTS: dict[str, Variant] = {
-    variant.name: variant
-    for variant in (
-        Variant(
-            "int8",
-            "slimtorch-quant",
-            "slimtorch.quant",
-            "int8 weights (per output channel scales), float activations",
-            lambda quant, model: quant.quantize_(model, quant.Int8WeightOnlyConfig()),
-        ),
-        Variant(
-            "int4",
-            "slimtorch-quant",
-            "slimtorch.quant",
-            "int4 weights in groups of 128 along the input, float activations",
-            lambda quant, model: quant.quantize_(model, quant.Int4WeightOnlyConfig(group_size=128)),
-        ),
-        Variant(
-            "int4-g32",
-            "slimtorch-quant",
-            "slimtorch.quant",
-            "int4 weights in groups of 32 along the input, float activations",
-            lambda quant, model: quant.quantize_(model, quant.Int4WeightOnlyConfig(group_size=32)),
-        ),
-        Variant(
-            "fused",
-            "slimtorch-convops",
-            "slimtorch.convops",
-            "eval BatchNorm folded into the convolutions, activations fused into their epilogues",
-            lambda convops, model: convops.convert(convops.fold_bn(model)),
-        ),
-        Variant(
-            "sparse24",
-            "slimtorch-sparse",
-            "slimtorch.sparse",
-            "2:4 semi-structured sparse weights (two of every four along the input kept)",
-            lambda sparse, model: sparse.sparsify_(model, sparse.Sparse24Config()),
-        ),
-    )
-}
+from slimtorch.core.conversions import ConversionReport
+from slimtorch.core.registry import available_conversions, get_conversion
 
 
 def list_variants() -> list[str]:
-    return sorted(VARIANTS)
+    """The conversion names the installed slimtorch distributions register."""
+    return sorted(entry.name for entry in available_conversions())
 
 
-def apply_variant(model: nn.Module, variant: str) -> nn.Module:
-    """Convert ``model`` (a trained float model; modified in place) into ``variant``; returns it."""
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {list_variants()}, got {variant!r}")
-    spec = VARIANTS[variant]
-    try:
-        package = importlib.import_module(spec.module)
-    except ImportError as err:
-        raise ImportError(
-            f"variant {variant!r} needs the {spec.distribution} distribution ({spec.module}), which is not "
-            f"installed: pip install {spec.distribution}"
-        ) from err
-    converted = spec.convert(package, model)
-    return model if converted is None else converted
+def apply_variant(model: nn.Module, variant: str) -> ConversionReport:
+    """Convert ``model`` (a trained float model; put in eval mode and modified in place) into
+    ``variant``; returns the conversion's report (``report.model`` is the converted model)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    entry = get_conversion(variant)
+    return entry.convert(model.eval())
 
 
 @dataclass(frozen=True)

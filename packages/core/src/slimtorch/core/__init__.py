@@ -1,5 +1,5 @@
-"""slimtorch-core: dispatch, argument checks, custom-op registration, CUDA-C loading, testing
-and benchmark helpers shared by every slimtorch package."""
+"""slimtorch-core: the conversion walk, the backend rule, argument checks, custom-op registration,
+CUDA-C loading, testing and benchmark helpers shared by every slimtorch package."""
 
 from slimtorch.core.checks import (
     check_choice,
@@ -12,16 +12,19 @@ from slimtorch.core.checks import (
     check_shape,
     check_tensor,
 )
-from slimtorch.core.dispatch import empty_output, force_triton, reference_only, use_kernel
-from slimtorch.core.formats import CompressionFormat, available_formats, register_format
+from slimtorch.core.conversions import ConversionConfig, ConversionReport, convert_model
+from slimtorch.core.dispatch import choose_backend, empty_output, reference_only, use_backend, use_kernel
 from slimtorch.core.library import kernel_op
 from slimtorch.core.metrics import rel_error, sqnr
+from slimtorch.core.registry import RegisteredConversion, available_conversions, get_conversion, register_conversion
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CompressionFormat",
-    "available_formats",
+    "ConversionConfig",
+    "ConversionReport",
+    "RegisteredConversion",
+    "available_conversions",
     "check_choice",
     "check_device",
     "check_divisible",
@@ -31,12 +34,15 @@ __all__ = [
     "check_same_dtype",
     "check_shape",
     "check_tensor",
+    "choose_backend",
+    "convert_model",
     "empty_output",
-    "force_triton",
+    "get_conversion",
     "kernel_op",
     "reference_only",
-    "register_format",
+    "register_conversion",
     "rel_error",
     "sqnr",
+    "use_backend",
     "use_kernel",
 ]

@@ -32,6 +32,18 @@ MODULE_TO_ACTIVATION: dict[type, str] = {
 }
 
 
+_INPLACE = ("relu", "relu6")
+
+
+def activation_module(name: str, *, inplace: bool = False) -> torch.nn.Module:
+    """A fresh torch module computing the epilogue activation ``name`` (nn.Identity for "none");
+    ``inplace`` where torch's module has the option (ReLU, ReLU6)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {name!r}")
+    module_type = next(t for t, n in MODULE_TO_ACTIVATION.items() if n == name)
+    return module_type(inplace=True) if inplace and name in _INPLACE else module_type()
+
+
 @triton.jit
 def apply_activation(x, ACTIVATION: tl.constexpr):
     """Epilogue activation on an fp32 block."""

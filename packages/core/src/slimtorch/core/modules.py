@@ -1,7 +1,6 @@
-"""Model surgery shared by the conversion packages (sparsify_, quantize_, convert, to_torch).
+"""Model surgery shared by the conversion packages (the walk itself is :mod:`slimtorch.core.conversions`).
 
-- :func:`replace_submodule` puts a module at a dotted name; :func:`replace_modules` walks a model
-  top-down and swaps every module a callback returns a replacement for.
+- :func:`replace_submodule` puts a module at a dotted name (loaders rebuilding saved layers).
 - :func:`dense_linear` / :func:`conv_weight_as_linear` build the plain ``nn.Linear`` a compressed
   layer starts from or returns in ``to_dense()``.
 - :class:`GemmConv2d` computes a groups=1 ``Conv2d`` with any GEMM module (a compressed linear
@@ -29,25 +28,6 @@ def replace_submodule(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
         return new
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent), child, new)
-    return model
-
-
-def replace_modules(model: nn.Module, replace: Callable[[nn.Module, str], nn.Module | None]) -> nn.Module:
-    """Walk ``model`` top-down; wherever ``replace(module, dotted_name)`` returns a module, put it
-    there (without descending into either). Returns the root, a new one if the root was replaced."""
-    root = replace(model, "")
-    if root is not None:
-        return root
-    stack = [("", model)]
-    while stack:
-        prefix, parent = stack.pop()
-        for name, child in list(parent.named_children()):
-            fqn = f"{prefix}.{name}" if prefix else name
-            new = replace(child, fqn)
-            if new is not None:
-                setattr(parent, name, new)
-            else:
-                stack.append((fqn, child))
     return model
 
 
@@ -91,15 +71,27 @@ def dense_linear(weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.d
     return linear
 
 
+def gemm_conv_skip_reason(conv: nn.Conv2d) -> str | None:
+    """Why :class:`GemmConv2d` cannot compute ``conv`` (None: it can)."""
+    if conv.groups != 1:
+        return (
+            f"groups={conv.groups}: grouped/depthwise convolutions stay as they are (each group's K is tiny and "
+            "the layer is bound by activation traffic)"
+        )
+    if isinstance(conv.padding, str) and conv.padding != "valid":
+        return f"string padding {conv.padding!r} is not supported"
+    if conv.padding_mode != "zeros":
+        return f"padding_mode {conv.padding_mode!r} is not supported"
+    return None
+
+
 def conv_weight_as_linear(conv: nn.Conv2d) -> nn.Linear:
     """The nn.Linear (out_channels × in_channels·kh·kw) holding a groups=1 conv's weight and bias."""
     if not isinstance(conv, nn.Conv2d):
         raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
-    if conv.groups != 1 or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
-        raise ValueError(
-            "conv: expected groups=1, numeric padding and padding_mode='zeros', got "
-            f"groups={conv.groups}, padding={conv.padding!r}, padding_mode={conv.padding_mode!r}"
-        )
+    reason = gemm_conv_skip_reason(conv)
+    if reason is not None:
+        raise ValueError(f"conv: expected groups=1, numeric padding and padding_mode='zeros'; {reason}")
     return dense_linear(conv.weight.detach().reshape(conv.out_channels, -1), conv.bias)
 
 
@@ -134,17 +126,16 @@ class GemmConv2d(nn.Module):
         return self.gemm.out_features
 
     @classmethod
-    def from_dense(cls, conv: nn.Conv2d, to_gemm: Callable[[nn.Linear], nn.Module]):
+    def from_dense(cls, conv: nn.Conv2d, to_gemm: Callable[[nn.Linear], nn.Module]) -> GemmConv2d:
         """``to_gemm`` applied to the conv's weight as a Linear, e.g.
         ``GemmConv2d.from_dense(conv, SparseLinear24.from_dense)``."""
+        padding = (0, 0) if conv.padding == "valid" else conv.padding
         return cls(
-            to_gemm(conv_weight_as_linear(conv)),
-            conv.in_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
+            to_gemm(conv_weight_as_linear(conv)), conv.in_channels, conv.kernel_size, conv.stride, padding, conv.dilation
         )
+
+    def conversion_source(self) -> str:
+        return f"already converted: a convolution run by {type(self.gemm).__name__}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return conv2d_as_gemm(x, self.gemm, self.kernel_size, self.stride, self.padding, self.dilation)

@@ -1,15 +1,11 @@
-"""Index maps and parameter transforms: shuffle permutation, grouped shift offsets, BN folding."""
+"""index_maps.py and bn_folding.py: shuffle permutation, grouped shift offsets, BN folding."""
 
 import pytest
 import torch
 from torch import nn
 
-from slimtorch.convops.formats import (
-    batchnorm_scale_shift,
-    fold_scale_shift,
-    grouped_shift_offsets,
-    shuffle_permutation,
-)
+from slimtorch.convops.bn_folding import batchnorm_scale_shift, fold_scale_shift
+from slimtorch.convops.index_maps import grouped_shift_offsets, shuffle_permutation
 from slimtorch.core.testing import assert_exact, assert_rel_close
 
 
