@@ -237,3 +237,25 @@ def test_opcheck(device):
         (x, w, None, shift, None, [1, 1], [1, 1, 1, 1], [1, 1], "relu"),
         test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
     )
+
+
+def test_autotune_keys_bucket_the_batch(monkeypatch):
+    """Batch sizes 3 and 4 share every depthwise kernel's tuned config; 5 (next bucket) does not."""
+    from slimtorch.convops import depthwise
+    from slimtorch.core.tuning import autotune_key
+
+    keys = {}
+    for name in ("_depthwise_fwd_kernel", "_depthwise_grad_input_kernel", "_depthwise_grad_weight_kernel"):
+        kernel = getattr(depthwise, name)
+        record = lambda *a, kernel=kernel, name=name, **kw: keys.setdefault(name, []).append(
+            autotune_key(kernel, a, kw)
+        )
+        monkeypatch.setattr(kernel, "run", record)
+    weight = torch.ones(6, 1, 3, 3)
+    geometry = ([1, 1], [1, 1, 1, 1], [1, 1])
+    for n in (3, 4, 5):
+        x = torch.ones(n, 6, 9, 11)
+        depthwise_conv2d(x, weight, None, None, None, *geometry, "none")
+        depthwise_conv2d_grad_input(x, weight, None, list(x.shape), *geometry)
+        depthwise_conv2d_grad_weight(x, x, None, [3, 3], *geometry)
+    assert len(keys) == 3 and all(k[0] == k[1] != k[2] for k in keys.values()), keys

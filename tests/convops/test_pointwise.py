@@ -139,3 +139,23 @@ def test_opcheck(device):
         (x, w, None, None, OFFSETS[:6].to(device), 2, 3, 2, 1, "relu"),
         test_utils=("test_schema", "test_faketensor", "test_autograd_registration"),
     )
+
+
+def test_autotune_keys_bucket_the_pixels(monkeypatch):
+    """N·OH·OW = 3·63 and 4·63 pixels share the tuned configs (bucket 256); 5·63 does not."""
+    from slimtorch.convops import pointwise
+    from slimtorch.core.tuning import autotune_key
+
+    keys = {}
+    for name in ("_pointwise_fwd_kernel", "_pointwise_grad_weight_kernel"):
+        kernel = getattr(pointwise, name)
+        record = lambda *a, kernel=kernel, name=name, **kw: keys.setdefault(name, []).append(
+            autotune_key(kernel, a, kw)
+        )
+        monkeypatch.setattr(kernel, "run", record)
+    weight = torch.ones(8, 4, 1, 1)
+    for n in (3, 4, 5):
+        x = torch.ones(n, 4, 7, 9)
+        pointwise_conv2d(x, weight, None, None, None, 1, 1, 1, 1, "none")
+        pointwise_conv2d_grad_weight(x, torch.ones(n, 8, 7, 9), None, 1, 1, 1)
+    assert len(keys) == 2 and all(k[0] == k[1] != k[2] for k in keys.values()), keys

@@ -77,3 +77,16 @@ def test_opcheck(device):
     x = randn((1, 6, 3, 5), device=device, seed=1).contiguous(memory_format=torch.channels_last)
     torch.library.opcheck(channel_shuffle, (x, 3))
     torch.library.opcheck(shuffle_concat, (x, randn((1, 4, 3, 5), device=device, seed=2), 2))
+
+
+def test_autotune_key_buckets_the_image_size(monkeypatch):
+    from slimtorch.convops import shuffle
+    from slimtorch.core.tuning import autotune_key
+
+    keys = []
+    kernel = shuffle._channel_gather_kernel
+    monkeypatch.setattr(kernel, "run", lambda *a, **kw: keys.append(autotune_key(kernel, a, kw)))
+    for h in (5, 7, 11):  # H·W = 35 and 49 (bucket 64), 77 (bucket 128); NCHW: the channel stride is H·W
+        channel_shuffle(torch.ones(2, 6, h, 7), 2)
+    channel_shuffle(torch.ones(2, 6, 5, 7).contiguous(memory_format=torch.channels_last), 2)
+    assert keys[0] == keys[1] != keys[2] and keys[3] != keys[0]  # the layout is part of the key

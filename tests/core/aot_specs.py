@@ -1,5 +1,6 @@
-"""AOT specs for core's own Triton kernels (the split-K reduction of slimtorch.core.gemm) and the
-test kernels of tests/core/test_library.py and test_activations.py (see slimtorch.core.aot)."""
+"""AOT specs for core's own Triton pieces (slimtorch.core.gemm's single-launch split-K epilogue,
+through the test GEMM of tests/core/test_gemm.py) and the test kernels of tests/core/test_library.py
+and test_activations.py (see slimtorch.core.aot)."""
 
 import sys
 from pathlib import Path
@@ -7,9 +8,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from test_activations import _activation_kernel
+from test_gemm import BLOCK, _splitk_mm_kernel
 from test_library import _scale_add_kernel
 
-from slimtorch.core import gemm
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.aot import KernelSpec
 
@@ -32,14 +33,20 @@ def aot_specs(quick: bool):
             {"ACTIVATION": activation, "BLOCK": 128},
         )
     for dtype in ("fp16", "bf16", "fp32"):
+        p = f"*{dtype}"
         yield KernelSpec(
-            f"splitk reduce {dtype}",
-            gemm._splitk_reduce_kernel,
-            {"partial_ptr": "*fp32", "bias_ptr": f"*{dtype}", "out_ptr": f"*{dtype}"},
-            {
-                "HAS_BIAS": True,
-                "ACTIVATION": "hardswish",
-                "BLOCK_M": gemm.REDUCE_BLOCK_M,
-                "BLOCK_N": gemm.REDUCE_BLOCK_N,
-            },
+            f"split-K mm {dtype}",
+            _splitk_mm_kernel,
+            dict(x_ptr=p, w_ptr=p, scale_ptr="*fp32", bias_ptr=p, out_ptr=p, partial_ptr="*fp32", counter_ptr="*i32"),
+            dict(
+                SPLIT=True,
+                HAS_SCALE=True,
+                HAS_BIAS=True,
+                ACTIVATION="hardswish",
+                UPCAST=False,
+                BLOCK_M=BLOCK,
+                BLOCK_N=4 * BLOCK,
+                BLOCK_K=2 * BLOCK,
+                GROUP_M=8,
+            ),
         )

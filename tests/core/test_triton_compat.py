@@ -1,9 +1,14 @@
+from pathlib import Path
+
 import torch
 import triton
 import triton.language as tl
 
+from slimtorch.core import dispatch, triton_compat
 from slimtorch.core.testing import assert_rel_close, randn
-from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
+from slimtorch.core.triton_compat import dot_acc, install_interpreter_fixes, upcast_dot_operands
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @triton.jit
@@ -22,6 +27,7 @@ def _looped_dot_kernel(a_ptr, b_ptr, out_ptr, K, UPCAST: tl.constexpr, BLOCK: tl
 def test_runtime_loop_bound_and_bf16_dot(device):
     """Both interpreter fixes at once: a runtime loop bound (triton 3.6 + NumPy >= 2.3) and a bf16
     dot (wrong in the interpreter without the upcast); natively on a GPU."""
+    install_interpreter_fixes()  # launched directly here, not through dispatch
     for dtype, bound in ((torch.bfloat16, 2e-2), (torch.float16, 4e-3)):
         a = randn((16, 45), dtype=dtype, device=device, seed=1)
         b = randn((45, 16), dtype=dtype, device=device, seed=2)
@@ -35,3 +41,17 @@ def test_upcast_only_for_bf16_in_interpreter(monkeypatch):
     assert upcast_dot_operands(torch.bfloat16) and not upcast_dot_operands(torch.float16)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert not upcast_dot_operands(torch.bfloat16)
+
+
+def test_dispatch_installs_the_fixes_once_when_it_runs_the_interpreter(monkeypatch):
+    calls = []
+    monkeypatch.setattr(triton_compat, "install_interpreter_fixes", lambda: calls.append(1))
+    monkeypatch.setattr(dispatch._install_interpreter_fixes, "done", False, raising=False)
+    ran = [dispatch.use_kernel("triton", torch.zeros(2)) for _ in range(3)]
+    assert calls == ([1] if ran[0] else [])  # once, and only where a Triton kernel runs on CPU tensors
+
+
+def test_no_module_imports_triton_compat_for_its_side_effect():
+    sources = [*ROOT.glob("packages/*/src/**/*.py"), *ROOT.glob("kernels/*/src/**/*.py")]
+    offenders = [str(p.relative_to(ROOT)) for p in sources if "import slimtorch.core.triton_compat" in p.read_text()]
+    assert len(sources) > 20 and offenders == []

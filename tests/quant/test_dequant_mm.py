@@ -2,17 +2,35 @@
 
 import torch
 
+from slimtorch.core import gemm
+from slimtorch.core.tuning import autotune_key
 from slimtorch.quant import dequant_mm
 
 
-def test_plan_split_k_by_shape():
-    cpu = torch.device("cpu")  # the interpreter pretends to have INTERPRETER_SM_COUNT SMs
-    assert dequant_mm.plan_split_k(dequant_mm.SMALL_M_MAX + 1, 37, 4096, cpu) == 1  # tile path never splits
-    assert dequant_mm.plan_split_k(1, 37, dequant_mm.MIN_K_PER_SPLIT - 1, cpu) == 1  # K too short to split
-    assert dequant_mm.plan_split_k(1, 37, 3 * dequant_mm.MIN_K_PER_SPLIT, cpu) == 3  # limited by K
-    assert dequant_mm.plan_split_k(16, 37, 10**6, cpu) == 2 * dequant_mm.INTERPRETER_SM_COUNT  # fills the SMs
-    wide = 64 * dequant_mm.PLANNING_BLOCK_N  # enough N tiles to fill the device alone
-    assert dequant_mm.plan_split_k(1, wide, 10**6, cpu) == 1
+def test_split_plan_by_shape():
+    """dequant_mm's policy on core's planner (CPU tensors: the interpreter's documented SM count)."""
+    cpu = torch.device("cpu")
+    sms = gemm.sm_count(cpu)
+    assert dequant_mm.split_plan(dequant_mm.SMALL_M_MAX + 1, 37, 4096, cpu).splits == 1  # tile path never splits
+    assert dequant_mm.split_plan(1, 37, dequant_mm.MIN_K_PER_SPLIT - 1, cpu).splits == 1  # K too short to split
+    assert dequant_mm.split_plan(1, 37, 3 * dequant_mm.MIN_K_PER_SPLIT, cpu) == (3, 256)  # limited by K
+    assert dequant_mm.split_plan(16, 37, 10**6, cpu).splits == 2 * sms  # fills the SMs
+    wide = 2 * sms * dequant_mm.PLANNING_BLOCK_N  # enough N tiles to fill the device alone
+    assert dequant_mm.split_plan(1, wide, 10**6, cpu).splits == 1
+    # 777 columns: 2 ranges of 512 (granule 256), i.e. 8 + 5 K tiles of 64 (a count that does not divide)
+    assert dequant_mm.split_plan(1, 45, 777, cpu) == (2, 512)
+
+
+def test_autotune_key_buckets_m(monkeypatch):
+    """Batch sizes in one power-of-two bucket share the tuned config (no new tuning)."""
+    keys = []
+    kernel = dequant_mm._large_m_kernel
+    monkeypatch.setattr(kernel, "run", lambda *a, **kw: keys.append(autotune_key(kernel, a, kw)))
+    q, s = torch.zeros(5, 40, dtype=torch.int8), torch.ones(5)
+    for m in (17, 31, 33):
+        dequant_mm.launch_dequant_mm(torch.zeros(m, 40), "int8", 8, q, s, None, None, 5)
+    assert keys[0] == keys[1] != keys[2]
+    assert "M" not in kernel.keys
 
 
 def test_empty_problems_launch_nothing(device):

@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from slimtorch.core.testing import assert_exact, randn
+from slimtorch.core.tuning import autotune_key
+from slimtorch.quant import w8a8_mm
 from slimtorch.quant.formats import quantize_int8
 from slimtorch.quant.w8a8_mm import MAX_K, QUANT_BLOCK_K, quantize_per_token, w8a8_linear
 
@@ -40,6 +42,30 @@ def test_w8a8_linear_matches_reference(device, m, k, n, dtype, with_bias):
     bias = randn((n,), device=device, seed=1) if with_bias else None
     x = activations(m, k, dtype, device, seed=m)
     assert_matches_reference(w8a8_linear, x, packed.qweight.to(device), packed.scale.to(device), bias=bias)
+
+
+def test_nonfinite_rows_give_nan_rows(device):
+    """NaN in, NaN out: a row of x holding NaN or Inf gets codes 0 and scale NaN (kernel = reference)."""
+    packed = quantize_int8(randn((23, 37), seed=3))
+    x = activations(5, 37, torch.float16, device, seed=4)
+    x[1, 30], x[3, 2] = float("nan"), float("inf")
+    q, scale = quantize_per_token(x)
+    ref_q, ref_scale = quantize_per_token.get_reference()(x)
+    assert_exact(q, ref_q, name="q")
+    assert_exact(scale, ref_scale, name="scale")
+    out = w8a8_linear(x, packed.qweight.to(device), packed.scale.to(device))
+    bad = torch.tensor([False, True, False, True, False], device=device)
+    assert bool(out[bad].isnan().all()) and not bool(out[~bad].isnan().any())
+
+
+def test_autotune_key_buckets_m(monkeypatch):
+    keys = []
+    kernel = w8a8_mm._int8_mm_tuned
+    monkeypatch.setattr(kernel, "run", lambda *a, **kw: keys.append(autotune_key(kernel, a, kw)))
+    packed = quantize_int8(randn((6, 8), seed=0))
+    for m in (9, 15, 17):
+        w8a8_linear(torch.ones(m, 8), packed.qweight, packed.scale)
+    assert keys[0] == keys[1] != keys[2]
 
 
 def test_w8a8_errors():

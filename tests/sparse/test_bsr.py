@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn
+from slimtorch.core.tuning import autotune_key
+from slimtorch.sparse import bsr
 from slimtorch.sparse import formats as F
 from slimtorch.sparse.bsr import bsr_mm
 
@@ -42,6 +44,15 @@ def test_kernel_matches_reference(device, m, n, k, block_size, density, dtype, a
 def test_empty_block_rows_exist_in_the_cases():
     _, crow, _, _, _ = make_operands(1, 48, 80, 16, 0.25, torch.float16, "cpu", seed=1)
     assert bool((crow[1:] == crow[:-1]).any())
+
+
+def test_autotune_key_buckets_m(monkeypatch):
+    kernel = bsr._bsr_mm_kernel
+    keys = []
+    monkeypatch.setattr(kernel, "run", lambda *a, **kw: keys.append(autotune_key(kernel, a, kw)))
+    for m in (33, 47, 65):
+        bsr_mm(*make_operands(m, 32, 32, 16, 0.5, torch.float32, "cpu"))
+    assert keys[0] == keys[1] != keys[2]
 
 
 def test_gradients_match_autograd_through_the_reference(device):

@@ -4,7 +4,9 @@ reference in float64, gradients, argument errors, fake tensors and torch.compile
 import pytest
 import torch
 
+from slimtorch.core import gemm
 from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn
+from slimtorch.core.tuning import autotune_key
 from slimtorch.sparse import formats as F
 from slimtorch.sparse import sparse24
 from slimtorch.sparse.sparse24 import sparse24_mm
@@ -40,34 +42,56 @@ def test_kernel_matches_reference(device, monkeypatch, path, m, n, k, dtype, spl
     # Pin the path whatever the (unmeasured) threshold says.
     monkeypatch.setattr(sparse24, "GEMV_MAX_M", 16 if path == "gemv" else 0)
     x, values, meta, b = make_operands(m, n, k, dtype, device, bias=bias, seed=m + n)
-    calls = {"gemv": 0, "mm": 0, "reduce": 0}
+    calls = {"gemv": 0, "mm": 0}
+    splits = []
     for name, kernel in (("gemv", "_sparse24_gemv_kernel"), ("mm", "_sparse24_mm_kernel")):
         original = getattr(sparse24, kernel)
 
         class Spy:
             def __getitem__(self, grid, name=name, original=original):
                 calls[name] += 1
+                splits.append(grid({"BLOCK_M": 16, "BLOCK_N": 16})[1])  # program axis 1: the K splits
                 return original[grid]
 
         monkeypatch.setattr(sparse24, kernel, Spy())
-    reduce = sparse24.splitk_reduce
-    monkeypatch.setattr(sparse24, "splitk_reduce", lambda *a: (calls.__setitem__("reduce", 1), reduce(*a)))
     out = sparse24_mm(x, values, meta, b, activation, split_k)
-    assert calls[path] == 1 and calls["reduce"] == (split_k > 1)
+    # one launch, the reduction included; an explicit split_k gives that many ranges of 32 columns here
+    assert calls[path] == 1 and calls["gemv" if path == "mm" else "mm"] == 0
+    assert splits == [max(split_k, 1)]
     assert out.shape == (m, n) and out.dtype == dtype
     assert_rel_close(out, reference64(x, values, meta, b, activation), REL_BOUND[dtype])
 
 
-def test_split_plan_covers_k_without_empty_splits():
-    assert sparse24._split_plan(100, 3, 32) == (64, 2)  # ceil(100/3) = 34 -> 64 columns, 2 splits
-    assert sparse24._split_plan(96, 3, 32) == (32, 3)
-    assert sparse24._split_plan(4096, 4, 512) == (1024, 4)
-    assert sparse24._split_plan(100, 1, 512) == (512, 1)
+def test_split_plan_explicit_and_automatic():
+    cpu = torch.device("cpu")  # the interpreter's documented SM count (slimtorch.core.gemm)
+    assert sparse24.split_plan(1, 37, 100, 3, cpu, 0) == (2, 64)  # explicit: ranges of 32-column multiples
+    assert sparse24.split_plan(1, 37, 96, 3, cpu, 0) == (3, 32)
+    auto = sparse24.split_plan(1, 37, 4096, 0, cpu, 1e9)
+    assert auto.splits == 2 * gemm.sm_count(cpu) and auto.k_per_split % sparse24.SPLIT_K_GRANULE == 0
+    assert sparse24.split_plan(1, 37, 4096, 0, cpu, 8 * 37 * 3 / sparse24.SPLIT_K_MAX_PARTIAL_BYTES_RATIO).splits == 3
+    assert sparse24.split_plan(sparse24.SPLIT_K_MAX_M + 1, 64, 4096, 0, cpu, 1e9).splits == 1
 
 
-def test_auto_splits_stay_one_off_gpu_and_for_large_m():
-    assert sparse24._auto_splits(1, 4096, 4096, torch.device("cpu"), 1e7) == 1
-    assert sparse24._auto_splits(sparse24.SPLIT_K_MAX_M + 1, 64, 4096, torch.device("cuda"), 1e7) == 1
+def test_auto_split_k_runs_in_one_launch(device):
+    """split_k=0 on a shape the planner splits: partials reduced in the same launch, counters left zero."""
+    x, values, meta, b = make_operands(2, 19, 1536, torch.float32, device, seed=3)
+    weight_bytes = values.numel() * 4 + meta.numel() * 4
+    assert sparse24.split_plan(2, 19, 1536, 0, torch.device(device), weight_bytes).splits > 1 or device == "cuda"
+    out = sparse24_mm(x, values, meta, b, "relu")
+    assert_rel_close(out, reference64(x, values, meta, b, "relu"), REL_BOUND[torch.float32])
+    assert int(gemm.splitk_counters(device, 1).abs().sum()) == 0
+
+
+@pytest.mark.parametrize("path", ["gemv", "mm"])
+def test_autotune_key_buckets_m(monkeypatch, path):
+    monkeypatch.setattr(sparse24, "GEMV_MAX_M", 64 if path == "gemv" else 0)
+    kernel = getattr(sparse24, f"_sparse24_{path}_kernel")
+    keys = []
+    monkeypatch.setattr(kernel, "run", lambda *a, **kw: keys.append(autotune_key(kernel, a, kw)))
+    for m in (9, 13, 17):
+        x, values, meta, b = make_operands(m, 8, 16, torch.float32, "cpu")
+        sparse24_mm(x, values, meta, b, "none", 1)
+    assert keys[0] == keys[1] != keys[2]
 
 
 def test_empty_batch(device):

@@ -3,38 +3,18 @@
     y[n, c, h, w] = act(z[n, c, h, w] · scale[c] + shift[c])
 
 ``scale`` / ``shift`` are optional (folded eval BatchNorm: scale = γ/√(var+ε), shift = β − mean·scale;
-a bias is a shift). :func:`apply_epilogue` is the Triton side (kernels apply it to their fp32
-accumulator tile, channels along axis 1); :func:`epilogue_reference` the torch side used by every
-reference, and :func:`epilogue_backward` the derivative used by the autograd formulas (the
-kernels' backward recomputes ``z`` instead of storing it).
+a bias is a shift). The Triton side is core's one epilogue store, ``slimtorch.core.gemm.store_tile``
+(``shift`` is its bias; the kernels pass their fp32 accumulator tile, channels along axis 1, and
+their output pointers). Here: :func:`epilogue_reference`, the torch side used by every reference,
+and :func:`epilogue_backward`, the derivative used by the autograd formulas (the kernels'
+backward recomputes ``z`` instead of storing it).
 """
 
 from __future__ import annotations
 
 import torch
-import triton
-import triton.language as tl
 
-from slimtorch.core.activations import activation_backward, activation_reference, apply_activation
-
-
-@triton.jit
-def apply_epilogue(
-    acc,
-    cols,
-    col_ok,
-    scale_ptr,
-    shift_ptr,
-    HAS_SCALE: tl.constexpr,
-    HAS_SHIFT: tl.constexpr,
-    ACTIVATION: tl.constexpr,
-):
-    """act(acc · scale[cols] + shift[cols]) on an fp32 [rows, cols] tile."""
-    if HAS_SCALE:
-        acc = acc * tl.load(scale_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    if HAS_SHIFT:
-        acc = acc + tl.load(shift_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-    return apply_activation(acc, ACTIVATION)
+from slimtorch.core.activations import activation_backward, activation_reference
 
 
 def _per_channel(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ stride (sh, sw), padding (top pt, left pl), dilation (dh, dw)):
 
     z[n, co, oh, ow] = Σ_{kh,kw} w[co, 0, kh, kw] · x[n, ci, oh·sh − pt + kh·dh + dy[ci], ow·sw − pl + kw·dw + dx[ci]]
     ci = ⌊co / M⌋,  x = 0 outside the image
-    y = act(z · scale[co] + shift[co])                         (slimtorch.convops._epilogue)
+    y = act(z · scale[co] + shift[co])            (slimtorch.core.gemm.store_tile; torch side: ._epilogue)
 
 (dy, dx) are optional per-input-channel offsets (int32 (C, 2), default 0). Without them this is
 torch's conv2d(groups=C) (Howard et al. 2017, MobileNets); with them the shift ops of
@@ -26,7 +26,9 @@ Layout: any strides (NCHW, NHWC = channels_last, or other). A program owns a
 [BLOCK_P pixels × BLOCK_C channels] tile of one image; the compiler vectorises along whichever is
 contiguous (C for channels_last, the layout these kernels are tuned for; W for NCHW). The
 output takes the input's memory format. Weights (C·M, 1, KH, KW) contiguous; fp32 accumulation.
-Kernel sizes 1..MAX_KERNEL_SIZE (the tap loops are unrolled).
+Kernel sizes 1..MAX_KERNEL_SIZE (the tap loops are unrolled). Autotune keys (``slimtorch.core.gemm``):
+the sizes bucketed (``*_BUCKET``) and the layout, so a new batch size or resolution in the same bucket
+reuses the tuned config.
 """
 
 from typing import Optional
@@ -36,8 +38,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-import slimtorch.core.triton_compat  # noqa: F401  (interpreter fixes)
-from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
+from slimtorch.convops._epilogue import epilogue_backward, epilogue_reference, is_identity
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
     check_geometry,
@@ -50,6 +51,7 @@ from slimtorch.convops._tiles import image_grid, image_tile
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
+from slimtorch.core.gemm import layout_key, m_bucket, store_tile
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype
 from slimtorch.core.tuning import autotune_configs
@@ -84,11 +86,11 @@ _GRAD_WEIGHT_CONFIGS = autotune_configs(
 )
 
 
-@triton.autotune(configs=_SPATIAL_CONFIGS, key=["N", "C_OUT", "OH", "OW", "sxc", "syc"])
+@triton.autotune(configs=_SPATIAL_CONFIGS, key=["N_BUCKET", "C_OUT", "OH_BUCKET", "OW_BUCKET", "LAYOUT"])
 @triton.jit
 def _depthwise_fwd_kernel(
     x_ptr, w_ptr, scale_ptr, shift_ptr, off_ptr, y_ptr,
-    N, H, W, C_OUT, OH, OW,
+    N, H, W, C_OUT, OH, OW, N_BUCKET, OH_BUCKET, OW_BUCKET, LAYOUT,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     PAD_T, PAD_L,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
@@ -118,16 +120,15 @@ def _depthwise_fwd_kernel(
                 wv = tl.load(w_ptr + co * (KH * KW) + (kh * KW + kw), mask=c_ok, other=0.0).to(tl.float32)
                 v = v * wv[None, :]
             acc += v
-    acc = apply_epilogue(acc, co, c_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
     y_ptrs = y_ptr + n * syn + co[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=tile_ok)
+    store_tile(acc, y_ptrs, tile_ok, co, c_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
 
 
-@triton.autotune(configs=_SPATIAL_CONFIGS, key=["N", "C_IN", "H", "W", "sgc", "sdc"])
+@triton.autotune(configs=_SPATIAL_CONFIGS, key=["N_BUCKET", "C_IN", "H_BUCKET", "W_BUCKET", "LAYOUT"])
 @triton.jit
 def _depthwise_grad_input_kernel(
     g_ptr, w_ptr, off_ptr, dx_ptr,
-    N, H, W, C_IN, OH, OW,
+    N, H, W, C_IN, OH, OW, N_BUCKET, H_BUCKET, W_BUCKET, LAYOUT,
     sgn, sgc, sgh, sgw, sdn, sdc, sdh, sdw,
     PAD_T, PAD_L,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
@@ -164,14 +165,14 @@ def _depthwise_grad_input_kernel(
                     v = v * wv[None, :]
                 acc += v
     dx_ptrs = dx_ptr + n * sdn + ci[None, :] * sdc + ih[:, None] * sdh + iw[:, None] * sdw
-    tl.store(dx_ptrs, acc.to(dx_ptr.dtype.element_ty), mask=tile_ok)
+    store_tile(acc, dx_ptrs, tile_ok, ci, c_ok, dx_ptr, dx_ptr, False, False, "none")  # cast + masked store
 
 
-@triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["N", "C_OUT", "OH", "OW", "sxc", "sgc"])
+@triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["N_BUCKET", "C_OUT", "OH_BUCKET", "OW_BUCKET", "LAYOUT"])
 @triton.jit
 def _depthwise_grad_weight_kernel(
     x_ptr, g_ptr, off_ptr, ws_ptr,
-    N, H, W, C_OUT, OH, OW, CHUNK,
+    N, H, W, C_OUT, OH, OW, CHUNK, N_BUCKET, OH_BUCKET, OW_BUCKET, LAYOUT,
     sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
     PAD_T, PAD_L,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
@@ -366,7 +367,7 @@ def depthwise_conv2d(
     y = empty_in_format((n, c_out, oh, ow), memory_format_of(x), dtype=x.dtype, device=x.device)
     _depthwise_fwd_kernel[image_grid(n, oh * ow, c_out)](
         x, operand_or(weight, x), operand_or(scale, x), operand_or(shift, x), operand_or(offsets, x), y,
-        n, h, w, c_out, oh, ow,
+        n, h, w, c_out, oh, ow, m_bucket(n), m_bucket(oh), m_bucket(ow), layout_key(x, y),
         *x.stride(), *y.stride(),
         padding[0], padding[2],
         **_geometry(kh, kw, stride, dilation), MULT=mult,
@@ -398,7 +399,7 @@ def depthwise_conv2d_grad_input(
     dx = empty_in_format((n, c_in, h, w), memory_format_of(grad), dtype=grad.dtype, device=grad.device)
     _depthwise_grad_input_kernel[image_grid(n, h * w, c_in)](
         grad, operand_or(weight, grad), operand_or(offsets, grad), dx,
-        n, h, w, c_in, oh, ow,
+        n, h, w, c_in, oh, ow, m_bucket(n), m_bucket(h), m_bucket(w), layout_key(grad, dx),
         *grad.stride(), *dx.stride(),
         padding[0], padding[2],
         **_geometry(kh, kw, stride, dilation), MULT=grad.shape[1] // c_in,
@@ -438,7 +439,7 @@ def depthwise_conv2d_grad_weight(
 
     _depthwise_grad_weight_kernel[grid](
         x, grad, operand_or(offsets, x), workspace,
-        n, h, w, c_out, oh, ow, chunk,
+        n, h, w, c_out, oh, ow, chunk, m_bucket(n), m_bucket(oh), m_bucket(ow), layout_key(x, grad),
         *x.stride(), *grad.stride(),
         padding[0], padding[2],
         **_geometry(kh, kw, stride, dilation), MULT=c_out // c_in,

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from slimtorch.convops._epilogue import apply_epilogue, epilogue_backward, epilogue_reference, is_identity
+from slimtorch.convops._epilogue import epilogue_backward, epilogue_reference, is_identity
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
     empty_in_format,
@@ -53,6 +53,7 @@ from slimtorch.core.checks import (
     check_tensor,
 )
 from slimtorch.core.dispatch import empty_output
+from slimtorch.core.gemm import layout_key, m_bucket, store_tile
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
@@ -107,14 +108,14 @@ def _load_operand(
     return tl.load(ptrs, mask=ok, other=0.0)
 
 
-@triton.autotune(configs=_GEMM_CONFIGS, key=["P", "C_IN", "C_OUT", "K_G", "sxc", "syc"])
+@triton.autotune(configs=_GEMM_CONFIGS, key=["P_BUCKET", "C_IN", "C_OUT", "K_G", "LAYOUT"])
 @triton.jit
 def _pointwise_fwd_kernel(
     x_ptr, w_ptr, scale_ptr, shift_ptr, off_ptr, y_ptr,
-    P, H, W, OH, OW, C_IN, C_OUT, K_G, N_G, in_groups, out_groups,
+    P, H, W, OH, OW, C_IN, C_OUT, K_G, N_G, in_groups, out_groups, P_BUCKET, LAYOUT,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, OUT_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr,
-    HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, ACTIVATION: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr, ACTIVATION: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     # program = pixel tile × (group, output-column tile)
@@ -137,24 +138,25 @@ def _pointwise_fwd_kernel(
             STRIDE, IN_SHUFFLE, HAS_OFFSETS,
         )  # fmt: skip
         b = tl.load(w_ptr + o[None, :] * K_G + kk[:, None], mask=k_ok[:, None] & col_ok[None, :], other=0.0)
-        acc = dot_acc(a, b, acc, UPCAST_DOT)
-    acc = apply_epilogue(acc, o, col_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
+        acc = dot_acc(a, b, acc, UPCAST)
     if OUT_SHUFFLE:
         per = C_OUT // out_groups
         dst = (o % per) * out_groups + o // per
     else:
         dst = o
     y_ptrs = y_ptr + img[:, None] * syn + dst[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
-    tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=row_ok[:, None] & col_ok[None, :])
+    # per-channel scale / shift of conv channel o, stored at shuffled channel dst(o)
+    ok = row_ok[:, None] & col_ok[None, :]
+    store_tile(acc, y_ptrs, ok, o, col_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
 
 
-@triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["P", "C_IN", "C_OUT", "K_G", "sxc", "sgc"])
+@triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["P_BUCKET", "C_IN", "C_OUT", "K_G", "LAYOUT"])
 @triton.jit
 def _pointwise_grad_weight_kernel(
     x_ptr, g_ptr, off_ptr, ws_ptr,
-    P, H, W, OH, OW, C_IN, C_OUT, K_G, N_G, in_groups, CHUNK,
+    P, H, W, OH, OW, C_IN, C_OUT, K_G, N_G, in_groups, CHUNK, P_BUCKET, LAYOUT,
     sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
-    STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr, UPCAST_DOT: tl.constexpr,
+    STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr, UPCAST: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     # program = (group, output-channel tile) × input-column tile × pixel split
@@ -181,7 +183,7 @@ def _pointwise_grad_weight_kernel(
             x_ptr, off_ptr, img, oh, ow, row_ok, g * K_G + kk, k_ok, C_IN, H, W, in_groups, sxn, sxc, sxh, sxw,
             STRIDE, IN_SHUFFLE, HAS_OFFSETS,
         )  # fmt: skip
-        acc = dot_acc(gt, a, acc, UPCAST_DOT)
+        acc = dot_acc(gt, a, acc, UPCAST)
     ws_ptrs = ws_ptr + split.to(tl.int64) * (C_OUT * K_G) + o[:, None] * K_G + kk[None, :]
     tl.store(ws_ptrs, acc, mask=col_ok[:, None] & k_ok[None, :])
 
@@ -294,11 +296,11 @@ def pointwise_conv2d(
 
     _pointwise_fwd_kernel[grid](
         x, weight.contiguous(), operand_or(scale, x), operand_or(shift, x), operand_or(offsets, x), y,
-        p, h, w, oh, ow, c_in, c_out, c_in // groups, n_g, in_shuffle, out_shuffle,
+        p, h, w, oh, ow, c_in, c_out, c_in // groups, n_g, in_shuffle, out_shuffle, m_bucket(p), layout_key(x, y),
         *x.stride(), *y.stride(),
         STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, OUT_SHUFFLE=out_shuffle > 1, HAS_OFFSETS=offsets is not None,
         HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None, ACTIVATION=activation,
-        UPCAST_DOT=upcast_dot_operands(x.dtype),
+        UPCAST=upcast_dot_operands(x.dtype),
     )  # fmt: skip
     return y
 
@@ -332,10 +334,10 @@ def pointwise_conv2d_grad_weight(
 
     _pointwise_grad_weight_kernel[grid](
         x, grad, operand_or(offsets, x), workspace,
-        p, h, w, oh, ow, c_in, c_out, k_g, n_g, in_shuffle, triton.cdiv(p, split),
+        p, h, w, oh, ow, c_in, c_out, k_g, n_g, in_shuffle, triton.cdiv(p, split), m_bucket(p), layout_key(x, grad),
         *x.stride(), *grad.stride(),
         STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, HAS_OFFSETS=offsets is not None,
-        UPCAST_DOT=upcast_dot_operands(x.dtype),
+        UPCAST=upcast_dot_operands(x.dtype),
     )  # fmt: skip
     return workspace.sum(0).view(c_out, k_g, 1, 1).to(x.dtype)
 

@@ -12,7 +12,8 @@ the shuffle with C/g groups (the backward pass).
 
 Layout: any strides; a program copies a [BLOCK_P pixels × BLOCK_C channels] tile of one image,
 vectorised along the output's contiguous dimension (C for channels_last, W for NCHW). The output
-takes the memory format of the (first) input.
+takes the memory format of the (first) input. Autotune key (``slimtorch.core.gemm``): C,
+H·W bucketed and the layout.
 """
 
 from typing import Optional
@@ -24,6 +25,7 @@ import triton.language as tl
 from slimtorch.convops._layout import FLOAT_DTYPES, empty_in_format, in_format, memory_format_of
 from slimtorch.convops._tiles import image_grid, image_tile
 from slimtorch.core.checks import check_divisible, check_positive, check_same_device, check_same_dtype, check_tensor
+from slimtorch.core.gemm import layout_key, m_bucket
 from slimtorch.core.library import kernel_op
 from slimtorch.core.tuning import autotune_configs
 
@@ -38,11 +40,11 @@ _GATHER_CONFIGS = autotune_configs(
 )
 
 
-@triton.autotune(configs=_GATHER_CONFIGS, key=["C", "HW", "sac", "syc"])
+@triton.autotune(configs=_GATHER_CONFIGS, key=["C", "HW_BUCKET", "LAYOUT"])
 @triton.jit
 def _channel_gather_kernel(
     a_ptr, b_ptr, y_ptr,
-    C_A, C, HW, W, groups,
+    C_A, C, HW, W, groups, HW_BUCKET, LAYOUT,
     san, sac, sah, saw, sbn, sbc, sbh, sbw, syn, syc, syh, syw,
     HAS_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
@@ -88,7 +90,7 @@ def _gather(a: torch.Tensor, b: Optional[torch.Tensor], groups: int) -> torch.Te
     other = a if b is None else b
     _channel_gather_kernel[image_grid(n, h * w, c)](
         a, other, y,
-        c_a, c, h * w, w, groups,
+        c_a, c, h * w, w, groups, m_bucket(h * w), layout_key(a, y),
         *a.stride(), *other.stride(), *y.stride(),
         HAS_B=b is not None,
     )  # fmt: skip

@@ -16,17 +16,20 @@ tf32 for fp32 activations), accumulating in fp32. Packed words are loaded once p
 One kernel, two launch shapes, chosen by :func:`launch_dequant_mm` from M:
 
 - M ≤ SMALL_M_MAX (decode, batch 1..16): split-K GEMV. BLOCK_M = 16 (the smallest ``tl.dot`` tile;
-  rows past M are masked), grid (N tiles, SPLIT_K); split s reduces K tiles
-  [s·T, (s+1)·T) into an fp32 partial (SPLIT_K, M, N) and ``slimtorch.core.gemm.splitk_reduce`` adds the partials
-  and the bias and casts (deterministic: no atomics). Memory-bound: every weight word is read once.
+  rows past M are masked), grid (N tiles, splits); split s reduces K columns
+  [s·k_per_split, (s+1)·k_per_split) (planned by ``slimtorch.core.gemm.plan_split_k``) and the
+  last split of each tile sums the fp32 partials in order and runs the epilogue, in the same
+  launch (``slimtorch.core.gemm.store_splitk``: deterministic). Memory-bound: every weight word
+  is read once.
 - M > SMALL_M_MAX: output tiles (BLOCK_M × BLOCK_N) in grouped order (GROUP_M row-tiles walk the same
-  weight tiles, which stay in L2), SPLIT_K = 1, per-channel scale, bias and cast in the epilogue.
+  weight tiles, which stay in L2), no split.
+
+Both end in core's epilogue: int8's per-channel scale s_n, bias, cast, masked store.
 
 Design after GPTQ-Triton / Marlin (Frantar et al., 2022 / 2024) and torchao's Triton int4 kernels.
 Offsets that can pass 2^31 (rows of x/out, weight rows) are computed in int64.
 """
 
-import math
 from typing import Optional
 
 import torch
@@ -35,7 +38,17 @@ import triton.language as tl
 
 from slimtorch.core.checks import KERNEL_DTYPES, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
-from slimtorch.core.gemm import grouped_tile, splitk_reduce
+from slimtorch.core.gemm import (
+    SplitK,
+    grouped_tile,
+    m_bucket,
+    max_tiles,
+    plan_split_k,
+    sm_count,
+    splitk_counters,
+    splitk_partials,
+    store_splitk,
+)
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 
@@ -49,9 +62,9 @@ MIN_K_PER_SPLIT = 256  # a split reduces at least this many K
 MAX_SPLIT_K = 16
 PROGRAMS_PER_SM = 2  # split until the GEMV grid has about this many programs per SM
 PLANNING_BLOCK_N = 64  # N tile assumed when sizing the split (the autotuned one may differ)
-INTERPRETER_SM_COUNT = 4  # CPU tensors (Triton interpreter): small, so tests reach split-K
+SPLIT_K_GRANULE = 256  # split ranges are multiples of this: of every config's BLOCK_K (and of 32)
 
-_KEY = ["M_BUCKET", "N", "K", "FORMAT", "BITS", "GROUP_SIZE", "SPLIT_K"]
+_KEY = ["M_BUCKET", "N", "K", "FORMAT", "BITS", "GROUP_SIZE", "SPLIT"]
 
 # First entry of each list: the interpreter's config, valid for every shape (masks handle tails).
 # Every config compiles for sm_90 without register spills (checked ahead of time with triton 3.9
@@ -149,11 +162,14 @@ def _dequant_mm_kernel(
     scale_ptr,  # int8: s (N,); int4: scale (K/G, N); lowbit: pos (N,); codebook: centroids
     aux_ptr,  # int4: zero (K/G, N) uint8; lowbit: neg (N,); else unused
     bias_ptr,
-    out_ptr,  # SPLIT_K == 1: out (M, N); else fp32 partials (SPLIT_K, M, N)
+    out_ptr,  # out (M, N)
+    partial_ptr,  # SPLIT: fp32 partials (splits, M, N); else unused
+    counter_ptr,  # SPLIT: int32 tile counters (zero); else unused
     M,
     N,
     K,
-    M_BUCKET,  # next power of two of M: the autotune key (not used by the kernel body)
+    k_per_split,  # K columns per split (a multiple of SPLIT_K_GRANULE), K without SPLIT
+    M_BUCKET,  # core.gemm.m_bucket(M): the autotune key (not used by the kernel body)
     stride_xm,
     stride_xk,
     stride_om,
@@ -161,15 +177,16 @@ def _dequant_mm_kernel(
     FORMAT: tl.constexpr,
     BITS: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    SPLIT_K: tl.constexpr,
-    DOT_IN_FP32: tl.constexpr,  # interpreter + bf16 only: see slimtorch.core.triton_compat
+    SPLIT: tl.constexpr,
+    UPCAST: tl.constexpr,  # interpreter + bf16 only: see slimtorch.core.triton_compat
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
-    pid_k = tl.program_id(1)
+    tile = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    split = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
     mask_m = offs_m < M
@@ -182,29 +199,24 @@ def _dequant_mm_kernel(
         pos = tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
         neg = tl.load(aux_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
 
-    tiles_per_split = (K + BLOCK_K * SPLIT_K - 1) // (BLOCK_K * SPLIT_K)  # ⌈⌈K / BLOCK_K⌉ / SPLIT_K⌉
-    k_begin = pid_k * tiles_per_split * BLOCK_K
+    # this split's K range [k_begin, k_end): k_begin a multiple of BLOCK_K (k_per_split is)
+    k_begin = split * k_per_split
+    k_end = tl.minimum(k_begin + k_per_split, K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for tile in range(0, tiles_per_split):
-        k0 = k_begin + tile * BLOCK_K
+    for k0 in range(k_begin, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
         w = _decode_weight_tile(
             w_ptr, scale_ptr, aux_ptr, pos, neg, k0, offs_n, mask_n, N, K, GROUP_SIZE, FORMAT, BITS, BLOCK_K
         )
-        acc = dot_acc(a, w.to(a.dtype), acc, DOT_IN_FP32)
+        acc = dot_acc(a, w.to(a.dtype), acc, UPCAST)
 
-    if FORMAT == "int8":
-        acc = acc * tl.load(scale_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    out_mask = mask_m[:, None] & mask_n[None, :]
-    rows = offs_m.to(tl.int64)[:, None]
-    if SPLIT_K == 1:
-        if HAS_BIAS:
-            acc = acc + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptr + rows * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty), mask=out_mask)
-    else:
-        partial = out_ptr + pid_k.to(tl.int64) * M * N + rows * N + offs_n[None, :]
-        tl.store(partial, acc, mask=out_mask)
+    # epilogue: y = acc · s_n (int8 only) + bias, cast (after the split-K reduction where split)
+    splits = tl.num_programs(1)
+    store_splitk(
+        acc, offs_m, offs_n, M, N, tile, split, splits, partial_ptr, counter_ptr, scale_ptr, bias_ptr, out_ptr,
+        stride_om, SPLIT, FORMAT == "int8", HAS_BIAS, "none",
+    )  # fmt: skip
 
 
 _small_m_kernel = triton.autotune(configs=SMALL_M_CONFIGS, key=_KEY)(_dequant_mm_kernel)
@@ -237,19 +249,22 @@ def check_devices(x: torch.Tensor, **tensors: Optional[torch.Tensor]) -> None:
 # ----------------------------------------------------------------------------- launch
 
 
-def sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return INTERPRETER_SM_COUNT
-
-
-def plan_split_k(m: int, n: int, k: int, device: torch.device) -> int:
-    """Splits of K for the GEMV path (1 on the tile path): enough programs to fill the GPU, each
-    reducing at least MIN_K_PER_SPLIT of K."""
-    if m > SMALL_M_MAX:
-        return 1
-    wanted = math.ceil(PROGRAMS_PER_SM * sm_count(device) / math.ceil(max(n, 1) / PLANNING_BLOCK_N))
-    return max(1, min(wanted, k // MIN_K_PER_SPLIT, MAX_SPLIT_K))
+def split_plan(m: int, n: int, k: int, device: torch.device) -> SplitK:
+    """K ranges for the GEMV path (one range on the tile path): core's planner with this
+    kernel's policy (enough programs to fill the GPU, each split reducing >= MIN_K_PER_SPLIT)."""
+    return plan_split_k(
+        m,
+        n,
+        k,
+        sm_count=sm_count(device),
+        block_m=16,
+        block_n=PLANNING_BLOCK_N,
+        min_k_per_split=MIN_K_PER_SPLIT,
+        max_splits=MAX_SPLIT_K,
+        granule=SPLIT_K_GRANULE,
+        programs_per_sm=PROGRAMS_PER_SM,
+        max_m=SMALL_M_MAX,
+    )
 
 
 def launch_dequant_mm(
@@ -268,12 +283,14 @@ def launch_dequant_mm(
     out = empty_output((m, n), dtype=x.dtype, device=x.device)
     if m == 0 or n == 0:
         return out
-    split_k = plan_split_k(m, n, k, x.device)
+    plan = split_plan(m, n, k, x.device)
     kernel = _small_m_kernel if m <= SMALL_M_MAX else _large_m_kernel
-    target = out if split_k == 1 else empty_output((split_k, m, n), dtype=torch.float32, device=x.device)
+    split = plan.splits > 1  # only on the GEMV path
+    partials = splitk_partials(plan.splits, m, n, x.device) if split else out
+    counters = splitk_counters(x.device, max_tiles(m, n, SMALL_M_CONFIGS)) if split else out
 
     def grid(meta):
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), split_k)
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), plan.splits)
 
     kernel[grid](
         x,
@@ -281,11 +298,14 @@ def launch_dequant_mm(
         scale,
         scale if aux is None else aux,
         w if bias is None else bias,
-        target,
+        out,
+        partials,
+        counters,
         m,
         n,
         k,
-        triton.next_power_of_2(m),
+        plan.k_per_split,
+        m_bucket(m),
         x.stride(0),
         x.stride(1),
         out.stride(0),
@@ -293,11 +313,9 @@ def launch_dequant_mm(
         FORMAT=fmt,
         BITS=bits,
         HAS_BIAS=bias is not None,
-        SPLIT_K=split_k,
-        DOT_IN_FP32=upcast_dot_operands(x.dtype),
+        SPLIT=split,
+        UPCAST=upcast_dot_operands(x.dtype),
     )
-    if split_k > 1:
-        splitk_reduce(target, bias, out, "none")
     return out
 
 

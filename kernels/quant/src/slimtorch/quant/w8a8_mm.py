@@ -6,6 +6,10 @@ Math (x (M, K) fp16/bf16/fp32, weights from :func:`slimtorch.quant.formats.quant
     qx   = clamp(round(x / s_m), −127, 127)  int8, round half to even, IEEE division
     y    = (Σ_k qx[m, k] · qw[n, k]) · s_m · s_n (+ b[n])
 
+i.e. :func:`slimtorch.quant.formats.quantize_int8` applied to the rows of x (one int8 rule for
+weights and activations). A row holding NaN or ±Inf gets s_m = NaN and qx = 0, so its output row
+is NaN (NaN in, NaN out), in the kernel and the reference alike.
+
 The sum is exact in int32 for K ≤ MAX_K = ⌊(2^31 − 1) / 127²⌋, so kernel and reference differ
 only by the fp32 epilogue and the final rounding. Two passes (Xiao et al., SmoothQuant 2022;
 ``torch._int_mm`` needs the same first pass):
@@ -14,7 +18,8 @@ only by the fp32 epilogue and the final rounding. Two passes (Xiao et al., Smoot
    quantize pass, writing qx (M, K) int8 and s (M,) fp32. Matches :func:`quantize_per_token_reference`
    bit for bit (``div_rn`` and an explicit round-half-to-even, not the GPU's approximate division).
 2. ``_int8_mm_kernel``: grouped (BLOCK_M × BLOCK_N) output tiles, ``tl.dot`` on int8 operands
-   accumulating int32 (K-major int8 B, as Hopper's int8 wgmma wants), epilogue in fp32.
+   accumulating int32 (K-major int8 B, as Hopper's int8 wgmma wants); the fp32 tile times s_m
+   goes through core's epilogue (``slimtorch.core.gemm.store_output``: · s_n, + bias, cast).
 """
 
 from typing import Optional
@@ -24,12 +29,12 @@ import triton
 import triton.language as tl
 
 from slimtorch.core.dispatch import empty_output
-from slimtorch.core.gemm import grouped_tile
+from slimtorch.core.gemm import grouped_tile, m_bucket, store_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.core.tuning import autotune_configs
 from slimtorch.quant.dequant_mm import check_activation
-from slimtorch.quant.formats import INT8_MAX, dequantize_int8, round_half_even
+from slimtorch.quant.formats import INT8_MAX, dequantize_int8, quantize_int8
 from slimtorch.quant.int8_mm import check_int8_weight_args
 
 MAX_K = (2**31 - 1) // (INT8_MAX * INT8_MAX)  # int32 accumulation cannot overflow up to this K
@@ -77,19 +82,23 @@ def _quantize_per_token_kernel(
     row_mask = rows < M
     x_rows = x_ptr + rows.to(tl.int64)[:, None] * stride_xm
     amax = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.float32)
+    nonfinite = tl.zeros((BLOCK_M, BLOCK_K), dtype=tl.int32)  # NaN / ±Inf seen
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)
         mask = row_mask[:, None] & (offs < K)[None, :]
-        x = tl.load(x_rows + offs[None, :] * stride_xk, mask=mask, other=0.0).to(tl.float32)
-        amax = tl.maximum(amax, tl.abs(x))
+        x = tl.abs(tl.load(x_rows + offs[None, :] * stride_xk, mask=mask, other=0.0).to(tl.float32))
+        amax = tl.maximum(amax, x)
+        nonfinite = nonfinite | tl.where(x < float("inf"), 0, 1)  # NaN < inf is false too
     row_max = tl.max(amax, axis=1)
+    finite = tl.max(nonfinite, axis=1) == 0
     scale = tl.where(row_max > 0.0, tl.math.div_rn(row_max, 127.0), 1.0)
-    tl.store(scale_ptr + rows, scale, mask=row_mask)
+    tl.store(scale_ptr + rows, tl.where(finite, scale, float("nan")), mask=row_mask)
     q_rows = q_ptr + rows.to(tl.int64)[:, None] * K
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)
         mask = row_mask[:, None] & (offs < K)[None, :]
         x = tl.load(x_rows + offs[None, :] * stride_xk, mask=mask, other=0.0).to(tl.float32)
+        x = tl.where(finite[:, None], x, 0.0)  # a non-finite row: codes 0 (its scale is NaN)
         q = _round_half_even(tl.math.div_rn(x, scale[:, None]))
         q = tl.minimum(tl.maximum(q, -127.0), 127.0)
         tl.store(q_rows + offs[None, :], q.to(tl.int8), mask=mask)
@@ -106,7 +115,7 @@ def _int8_mm_kernel(
     M,
     N,
     K,
-    M_BUCKET,  # next power of two of M: the autotune key
+    M_BUCKET,  # core.gemm.m_bucket(M): the autotune key
     HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -128,13 +137,8 @@ def _int8_mm_kernel(
         b = tl.load(b_cols + offs_k[:, None], mask=mask_k[:, None] & mask_n[None, :], other=0)
         acc = tl.dot(a, b, acc, out_dtype=tl.int32)
 
-    x_scale = tl.load(x_scale_ptr + offs_m, mask=mask_m, other=0.0)
-    w_scale = tl.load(w_scale_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-    y = acc.to(tl.float32) * x_scale[:, None] * w_scale[None, :]
-    if HAS_BIAS:
-        y = y + tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
-    out = out_ptr + offs_m.to(tl.int64)[:, None] * N + offs_n[None, :]
-    tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_n[None, :])
+    y = acc.to(tl.float32) * tl.load(x_scale_ptr + offs_m, mask=mask_m, other=0.0)[:, None]
+    store_output(y, offs_m, offs_n, M, N, w_scale_ptr, bias_ptr, out_ptr, N, True, HAS_BIAS, "none")
 
 
 _int8_mm_tuned = triton.autotune(configs=INT8_MM_CONFIGS, key=_MM_KEY)(_int8_mm_kernel)
@@ -149,7 +153,17 @@ def _check_quantize_per_token(x: torch.Tensor) -> None:
     _check_k(check_activation(x)[1])
 
 
-@kernel_op("slimtorch::quantize_per_token", reference="quantize_per_token_reference", check=_check_quantize_per_token)
+def _quantize_per_token_fake(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # shapes only: the reference's finiteness check (formats.quantize_int8) cannot run on fake tensors
+    return x.new_empty(x.shape, dtype=torch.int8), x.new_empty((x.shape[0],), dtype=torch.float32)
+
+
+@kernel_op(
+    "slimtorch::quantize_per_token",
+    reference="quantize_per_token_reference",
+    check=_check_quantize_per_token,
+    fake=_quantize_per_token_fake,
+)
 def quantize_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x (M, K) → (qx (M, K) int8, scale (M,) float32), per-row symmetric (see module doc)."""
     m, k = x.shape
@@ -170,7 +184,15 @@ def _check_w8a8_linear(
     check_int8_weight_args(x, qweight, weight_scale, bias, scale_name="weight_scale")
 
 
-@kernel_op("slimtorch::w8a8_linear", reference="w8a8_linear_reference", check=_check_w8a8_linear)
+def _w8a8_linear_fake(
+    x: torch.Tensor, qweight: torch.Tensor, weight_scale: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    return x.new_empty((x.shape[0], qweight.shape[0]))
+
+
+@kernel_op(
+    "slimtorch::w8a8_linear", reference="w8a8_linear_reference", check=_check_w8a8_linear, fake=_w8a8_linear_fake
+)
 def w8a8_linear(
     x: torch.Tensor, qweight: torch.Tensor, weight_scale: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
@@ -195,18 +217,17 @@ def w8a8_linear(
         m,
         n,
         k,
-        triton.next_power_of_2(m),
+        m_bucket(m),
         HAS_BIAS=bias is not None,
     )
     return out
 
 
 def quantize_per_token_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    xf = x.float()
-    amax = xf.abs().amax(dim=1)
-    scale = torch.where(amax > 0, amax / INT8_MAX, torch.ones_like(amax))
-    q = round_half_even(xf / scale[:, None]).clamp(-INT8_MAX, INT8_MAX)
-    return q.to(torch.int8), scale
+    """formats.quantize_int8 on the rows of x; a non-finite row: codes 0, scale NaN."""
+    finite = torch.isfinite(x).all(dim=1)
+    q, scale = quantize_int8(torch.where(finite[:, None], x, 0).float())
+    return q, torch.where(finite, scale, float("nan"))
 
 
 def w8a8_linear_reference(

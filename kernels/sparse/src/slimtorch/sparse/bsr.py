@@ -26,7 +26,7 @@ import triton.language as tl
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import KERNEL_DTYPES, check_choice, check_divisible, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
-from slimtorch.core.gemm import grouped_tile, store_output
+from slimtorch.core.gemm import grouped_tile, m_bucket, store_output
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import linear_reference
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
@@ -53,7 +53,7 @@ BSR_CONFIGS = autotune_configs(
 )
 
 
-@triton.autotune(configs=BSR_CONFIGS, key=["M", "N", "K", "BLOCK_SIZE"])
+@triton.autotune(configs=BSR_CONFIGS, key=["M_BUCKET", "N", "K", "BLOCK_SIZE"])
 @triton.jit
 def _bsr_mm_kernel(
     x_ptr,
@@ -65,6 +65,7 @@ def _bsr_mm_kernel(
     M,
     N,
     K,
+    M_BUCKET,  # core.gemm.m_bucket(M): the autotune key
     stride_xm,
     stride_om,
     HAS_BIAS: tl.constexpr,
@@ -92,7 +93,7 @@ def _bsr_mm_kernel(
         acc = dot_acc(x, tl.trans(w), acc, UPCAST)
         w_ptrs += BLOCK_SIZE * BLOCK_SIZE
     offs_n = block_row * BLOCK_SIZE + offs_b
-    store_output(acc, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, HAS_BIAS, ACTIVATION)
+    store_output(acc, offs_m, offs_n, M, N, bias_ptr, bias_ptr, out_ptr, stride_om, False, HAS_BIAS, ACTIVATION)
 
 
 def _check_bsr_mm(
@@ -149,6 +150,7 @@ def bsr_mm(
         m,
         n,
         k,
+        m_bucket(m),
         x.stride(0),
         out.stride(0),
         HAS_BIAS=bias is not None,

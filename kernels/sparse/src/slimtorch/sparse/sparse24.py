@@ -23,9 +23,11 @@ Two kernels, chosen in the launcher by M (thresholds unmeasured until a GPU run)
   large tiles, so the interleaving is done on x's side by strided loads instead.)
 
 Split-K (both kernels): for small M the N/BLOCK_N programs alone cannot fill the GPU, so K is cut
-into ``splits`` ranges of ``k_per_split`` columns (program axis 1); each split writes an fp32
-partial and a second kernel sums them in order (deterministic), adds bias, applies the activation
-and casts (:mod:`._common`). Without split-K the epilogue is fused in the matmul kernel.
+into ``splits`` ranges of ``k_per_split`` columns (program axis 1, planned by
+``slimtorch.core.gemm.plan_split_k``); each split writes an fp32 partial and the last split of
+each output tile sums them in order (deterministic), adds bias, applies the activation and casts,
+in the same launch (``slimtorch.core.gemm.store_splitk``). Without split-K the epilogue is fused
+in the matmul kernel directly.
 
 Paper: Mishra et al., "Accelerating Sparse Deep Neural Networks" (NVIDIA, arXiv:2104.08378).
 """
@@ -39,7 +41,18 @@ import triton.language as tl
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import KERNEL_DTYPES, check_choice, check_divisible, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
-from slimtorch.core.gemm import grouped_tile, splitk_reduce, store_output, store_partial
+from slimtorch.core.gemm import (
+    SplitK,
+    grouped_tile,
+    m_bucket,
+    max_tiles,
+    plan_split_k,
+    sm_count,
+    split_k_ranges,
+    splitk_counters,
+    splitk_partials,
+    store_splitk,
+)
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import linear_reference
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
@@ -56,7 +69,8 @@ SPLIT_K_PROGRAMS_PER_SM = 2  # split until (output tiles × splits) reaches this
 SPLIT_K_GRANULE = 512  # dense columns per split: a multiple of every config's K block
 SPLIT_K_MAX_SPLITS = 16
 SPLIT_K_MAX_PARTIAL_BYTES_RATIO = 0.25  # fp32 partial traffic <= this fraction of the weight bytes
-TILES_ASSUMED_N = 64  # output features per program assumed when sizing the grid (configs vary)
+PLANNING_BLOCK_N = 64  # output features per program assumed when sizing the grid (configs vary)
+EXPLICIT_SPLIT_GRANULE = 32  # an explicit split_k rounds its ranges to this many columns
 
 # ----------------------------------------------------------------------------- autotune configs
 
@@ -104,7 +118,7 @@ MM_CONFIGS = autotune_configs(
 # ----------------------------------------------------------------------------- kernels
 
 
-@triton.autotune(configs=GEMV_CONFIGS, key=["M", "N", "K"])
+@triton.autotune(configs=GEMV_CONFIGS, key=["M_BUCKET", "N", "K"])
 @triton.jit
 def _sparse24_gemv_kernel(
     x_ptr,
@@ -112,11 +126,13 @@ def _sparse24_gemv_kernel(
     meta_ptr,
     bias_ptr,
     out_ptr,
-    partial_ptr,
+    partial_ptr,  # SPLIT: fp32 (splits, M, N); else unused
+    counter_ptr,  # SPLIT: int32 tile counters (zero); else unused
     M,
     N,
     K,
     k_per_split,
+    M_BUCKET,  # core.gemm.m_bucket(M): the autotune key
     stride_xm,
     stride_vn,
     stride_meta_n,
@@ -151,10 +167,10 @@ def _sparse24_gemv_kernel(
         x_mask = m_mask[:, None, None] & w_mask[None, :, :]
         xg = tl.load(x_rows + cols[None, :, :], mask=x_mask, other=0.0).to(tl.float32)
         acc += tl.sum(xg * vals[None, :, :], axis=2)
-    if SPLIT:
-        store_partial(acc, offs_m, offs_n, M, N, partial_ptr, split)
-    else:
-        store_output(acc, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, HAS_BIAS, ACTIVATION)
+    store_splitk(
+        acc, offs_m, offs_n, M, N, pid_n, split, tl.num_programs(1), partial_ptr, counter_ptr, bias_ptr, bias_ptr,
+        out_ptr, stride_om, SPLIT, False, HAS_BIAS, ACTIVATION,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -164,7 +180,7 @@ def _slot_weights(v0, v1, idx_first, idx_second, SLOT: tl.constexpr):
     return tl.where(idx_first == SLOT, v0, tl.where(idx_second == SLOT, v1, tl.zeros_like(v0)))
 
 
-@triton.autotune(configs=MM_CONFIGS, key=["M", "N", "K"])
+@triton.autotune(configs=MM_CONFIGS, key=["M_BUCKET", "N", "K"])
 @triton.jit
 def _sparse24_mm_kernel(
     x_ptr,
@@ -172,11 +188,13 @@ def _sparse24_mm_kernel(
     meta_ptr,
     bias_ptr,
     out_ptr,
-    partial_ptr,
+    partial_ptr,  # SPLIT: fp32 (splits, M, N); else unused
+    counter_ptr,  # SPLIT: int32 tile counters (zero); else unused
     M,
     N,
     K,
     k_per_split,
+    M_BUCKET,  # core.gemm.m_bucket(M): the autotune key
     stride_xm,
     stride_vn,
     stride_meta_n,
@@ -190,7 +208,8 @@ def _sparse24_mm_kernel(
     BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,
 ):
-    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    tile = tl.program_id(0)
+    pid_m, pid_n = grouped_tile(tile, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     split = tl.program_id(1)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -218,10 +237,10 @@ def _sparse24_mm_kernel(
             x = tl.load(x_rows + offs_k[None, :], mask=m_mask[:, None] & (offs_k < k_end)[None, :], other=0.0)
             w = _slot_weights(v0, v1, nibble & 3, nibble >> 2, slot)
             acc = dot_acc(x, tl.trans(w), acc, UPCAST)
-    if SPLIT:
-        store_partial(acc, offs_m, offs_n, M, N, partial_ptr, split)
-    else:
-        store_output(acc, offs_m, offs_n, M, N, bias_ptr, out_ptr, stride_om, HAS_BIAS, ACTIVATION)
+    store_splitk(
+        acc, offs_m, offs_n, M, N, tile, split, tl.num_programs(1), partial_ptr, counter_ptr, bias_ptr, bias_ptr,
+        out_ptr, stride_om, SPLIT, False, HAS_BIAS, ACTIVATION,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- checks and launcher
@@ -260,22 +279,26 @@ def _check_sparse24_mm(
         raise ValueError(f"split_k: expected 0 (automatic) or a positive number of splits, got {split_k}")
 
 
-def _auto_splits(m: int, n: int, k: int, device: torch.device, weight_bytes: float) -> int:
-    """Splits that fill the GPU for small M without letting fp32 partials cost much traffic."""
-    if m > SPLIT_K_MAX_M or device.type != "cuda":
-        return 1
-    tiles = triton.cdiv(n, TILES_ASSUMED_N)
-    wanted = triton.cdiv(
-        SPLIT_K_PROGRAMS_PER_SM * torch.cuda.get_device_properties(device).multi_processor_count, tiles
+def split_plan(m: int, n: int, k: int, split_k: int, device: torch.device, weight_bytes: float) -> SplitK:
+    """K ranges: ``split_k`` ranges of multiples of 32 columns when asked for, else core's planner
+    with this op's policy (fill the GPU for M <= SPLIT_K_MAX_M, without letting the fp32 partials
+    cost more than SPLIT_K_MAX_PARTIAL_BYTES_RATIO of the weight's traffic)."""
+    if split_k:
+        return split_k_ranges(k, split_k, EXPLICIT_SPLIT_GRANULE)
+    return plan_split_k(
+        m,
+        n,
+        k,
+        sm_count=sm_count(device),
+        block_m=SPLIT_K_MAX_M,  # one row of tiles for every M that splits
+        block_n=PLANNING_BLOCK_N,
+        min_k_per_split=SPLIT_K_GRANULE,
+        max_splits=SPLIT_K_MAX_SPLITS,
+        granule=SPLIT_K_GRANULE,
+        programs_per_sm=SPLIT_K_PROGRAMS_PER_SM,
+        max_m=SPLIT_K_MAX_M,
+        max_partial_bytes=SPLIT_K_MAX_PARTIAL_BYTES_RATIO * weight_bytes,
     )
-    by_traffic = int(SPLIT_K_MAX_PARTIAL_BYTES_RATIO * weight_bytes // (8 * m * n))
-    return max(1, min(wanted, by_traffic, SPLIT_K_MAX_SPLITS, k // SPLIT_K_GRANULE))
-
-
-def _split_plan(k: int, splits: int, granule: int) -> tuple[int, int]:
-    """(k_per_split, splits): ranges of a multiple of ``granule`` columns, none of them empty."""
-    k_per_split = triton.cdiv(triton.cdiv(k, splits), granule) * granule
-    return k_per_split, triton.cdiv(k, k_per_split)
 
 
 @kernel_op("slimtorch::sparse24_mm", reference="sparse24_mm_reference", check=_check_sparse24_mm)
@@ -299,24 +322,22 @@ def sparse24_mm(
     out = empty_output((m, n), dtype=x.dtype, device=x.device)
     if m == 0 or n == 0:
         return out
-    if split_k == 0:
-        weight_bytes = values.numel() * values.element_size() + meta.numel() * 4
-        k_per_split, splits = _split_plan(k, _auto_splits(m, n, k, x.device, weight_bytes), SPLIT_K_GRANULE)
-    else:
-        k_per_split, splits = _split_plan(k, split_k, 32)
+    weight_bytes = values.numel() * values.element_size() + meta.numel() * 4
+    splits, k_per_split = split_plan(m, n, k, split_k, x.device, weight_bytes)
     split = splits > 1
-    partial = torch.empty((splits, m, n), dtype=torch.float32, device=x.device) if split else out
-    args = (x, values, meta, bias if bias is not None else out, out, partial, m, n, k, k_per_split)
-    strides = (x.stride(0), values.stride(0), meta.stride(0), out.stride(0))
+    gemv = m <= GEMV_MAX_M
+    partials = splitk_partials(splits, m, n, x.device) if split else out
+    tiles = max_tiles(m, n, GEMV_CONFIGS, block_m=m) if gemv else max_tiles(m, n, MM_CONFIGS)
+    counters = splitk_counters(x.device, tiles) if split else out
+    args = (x, values, meta, bias if bias is not None else out, out, partials, counters, m, n, k, k_per_split)
+    args = (*args, m_bucket(m), x.stride(0), values.stride(0), meta.stride(0), out.stride(0))
     flags = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT=split)
-    if m <= GEMV_MAX_M:
+    if gemv:
         grid = lambda meta_: (triton.cdiv(n, meta_["BLOCK_N"]), splits)
-        _sparse24_gemv_kernel[grid](*args, *strides, **flags, BLOCK_M=triton.next_power_of_2(m))
+        _sparse24_gemv_kernel[grid](*args, **flags, BLOCK_M=triton.next_power_of_2(m))
     else:
         grid = lambda meta_: (triton.cdiv(m, meta_["BLOCK_M"]) * triton.cdiv(n, meta_["BLOCK_N"]), splits)
-        _sparse24_mm_kernel[grid](*args, *strides, **flags, UPCAST=upcast_dot_operands(x.dtype))
-    if split:
-        splitk_reduce(partial, bias, out, activation)
+        _sparse24_mm_kernel[grid](*args, **flags, UPCAST=upcast_dot_operands(x.dtype))
     return out
 
 

@@ -4,14 +4,15 @@
    (``for k in range(0, tl.cdiv(K, BLOCK_K))``) into a Python int with ``int(array of shape
    (1,))``, which NumPy >= 2.3 rejects ("only 0-dimensional arrays can be converted to Python
    scalars"); Triton 3.9 squeezes the array first. :func:`install_interpreter_fixes` gives the 3.6
-   interpreter the 3.9 behaviour. It runs when this module is imported under ``TRITON_INTERPRET=1``
-   (kernel modules import it through :mod:`slimtorch.core.tuning` or directly) and is idempotent;
-   compiled kernels are never affected.
+   interpreter the 3.9 behaviour. :func:`slimtorch.core.dispatch.use_kernel` installs it the first
+   time it sends an op to a Triton kernel in the interpreter (never at import time, never for
+   compiled kernels); it is idempotent, and code that launches a kernel directly in the
+   interpreter (tests) calls it first.
 
 2. bf16 ``tl.dot`` in the interpreter (3.6 and 3.9) multiplies raw bit patterns (errors ~1e10).
-   Kernels pass ``UPCAST=upcast_dot_operands(x.dtype)`` as a constexpr and call :func:`dot_acc`,
-   which converts both tiles to fp32 before the dot only in that case. Compiled kernels always
-   use native bf16 tensor-core dots.
+   Kernels pass ``UPCAST=upcast_dot_operands(x.dtype)`` as a constexpr (one name, ``UPCAST``, in
+   every kernel) and call :func:`dot_acc`, which converts both tiles to fp32 before the dot only
+   in that case. Compiled kernels always use native bf16 tensor-core dots.
 """
 
 import torch
@@ -37,9 +38,6 @@ def install_interpreter_fixes() -> None:
 
     patch_lang_tensor.slimtorch_squeezes_index = True
     interpreter._patch_lang_tensor = patch_lang_tensor
-
-
-install_interpreter_fixes()
 
 
 def upcast_dot_operands(dtype: torch.dtype) -> bool:
