@@ -12,7 +12,7 @@ from slimtorch.core.activations import activation_reference
 from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
 from slimtorch.core.triton_compat import dot_acc, install_interpreter_fixes, upcast_dot_operands
 
-BLOCK = 16  # the test GEMM's M, N and K tiles
+BLOCK = 16  # the test GEMM's K tile (and split granule); M and N tiles are 2 * BLOCK
 
 
 @pytest.fixture(autouse=True)
@@ -59,13 +59,13 @@ def splitk_mm(x, w, scale, bias, activation, splits):
     out = torch.full((m, n), float("nan"), dtype=x.dtype, device=x.device)
     split = plan.splits > 1
     partials = gemm.splitk_partials(plan.splits, m, n, x.device) if split else out
-    tiles = triton.cdiv(m, BLOCK) * triton.cdiv(n, BLOCK)
+    tiles = triton.cdiv(m, 2 * BLOCK) * triton.cdiv(n, 2 * BLOCK)
     counters = gemm.splitk_counters(x.device, tiles)
     _splitk_mm_kernel[(tiles, plan.splits)](
         x, w, out if scale is None else scale, out if bias is None else bias, out, partials, counters,
         m, n, k, plan.k_per_split,
         SPLIT=split, HAS_SCALE=scale is not None, HAS_BIAS=bias is not None, ACTIVATION=activation,
-        UPCAST=upcast_dot_operands(x.dtype), BLOCK_M=BLOCK, BLOCK_N=BLOCK, BLOCK_K=BLOCK, GROUP_M=2,
+        UPCAST=upcast_dot_operands(x.dtype), BLOCK_M=2 * BLOCK, BLOCK_N=2 * BLOCK, BLOCK_K=BLOCK, GROUP_M=2,
     )  # fmt: skip
     return out, partials, counters, plan
 
@@ -90,7 +90,7 @@ def operands(m, n, k, dtype, device, seed):
     ],
 )
 def test_single_launch_splitk_is_deterministic_and_matches_reference(device, dtype, activation, splits, with_epilogue):
-    m, n, k = 19, 37, 109
+    m, n, k = 19, 23, 109  # one 32 x 32 output tile: the splits are the programs
     x, w, scale, bias = operands(m, n, k, dtype, device, seed=splits)
     if not with_epilogue:
         scale = bias = None
@@ -101,9 +101,11 @@ def test_single_launch_splitk_is_deterministic_and_matches_reference(device, dty
     z = z if bias is None else z + bias.double()
     assert_rel_close(out, activation_reference(z, activation), REL_BOUND[dtype])
     assert int(counters.abs().sum()) == 0, "the last split of every tile must re-zero its counter"
+    if splits == 1:
+        return
     again, *_ = splitk_mm(x, w, scale, bias, activation, splits)
     assert_exact(again, out, name="a second run")  # same bits
-    if splits > 1 and activation in ("none", "relu"):
+    if activation in ("none", "relu"):
         # the reduction is partial[0] + partial[1] + ... in that order, in fp32, then the epilogue
         total = partials[0].clone()
         for s in range(1, splits):
@@ -114,11 +116,12 @@ def test_single_launch_splitk_is_deterministic_and_matches_reference(device, dty
 
 
 def test_nan_in_a_row_of_x_gives_nan_in_that_output_row(device):
-    x, w, scale, bias = operands(21, 18, 70, torch.float16, device, seed=5)
+    x, w, scale, bias = operands(37, 18, 70, torch.float16, device, seed=5)  # two row tiles
     x[4, 66] = float("nan")  # in the last of the 3 splits' K ranges (32 + 32 + 6 columns)
-    out, *_ = splitk_mm(x, w, scale, bias, "none", 3)
+    out, _, counters, _ = splitk_mm(x, w, scale, bias, "none", 3)
     assert bool(out[4].isnan().all())
-    assert not bool(out[torch.arange(21, device=device) != 4].isnan().any())
+    assert not bool(out[torch.arange(37, device=device) != 4].isnan().any())
+    assert int(counters.abs().sum()) == 0
 
 
 def test_split_k_ranges_cover_k_without_empty_splits():
