@@ -48,3 +48,35 @@ def test_unknown_constexpr_is_named(tmp_path):
 def test_interpreted_kernels_are_refused():
     with pytest.raises(TypeError, match="TRITON_INTERPRET must be unset"):
         aot._jit_function(object())
+
+
+_UNIT_STRIDE_KERNEL = (
+    "import torch, triton, triton.language as tl\n"
+    "from slimtorch.core.aot import KernelSpec, captured_specs\n"
+    "@triton.jit\n"
+    "def _k(x_ptr, stride, BLOCK: tl.constexpr):\n"
+    "    tl.static_assert(stride == 1)\n"  # compiles only when stride is the constant 1
+    "    tl.store(x_ptr + tl.arange(0, BLOCK) * stride, 1.0)\n"
+)
+
+
+def test_ints_equal_to_one_are_constants_as_at_run_time(tmp_path):
+    specs = tmp_path / "ones_specs.py"
+    specs.write_text(
+        _UNIT_STRIDE_KERNEL + "def aot_specs(quick):\n"
+        "    yield KernelSpec('unit stride', _k, {'x_ptr': '*fp32'}, {'BLOCK': 64}, ones=('stride',))\n"
+        "    x = lambda: _k[(1,)](torch.empty(64, device='cuda'), 1, BLOCK=64)\n"  # fake device
+        "    yield from captured_specs('captured', x, quick)\n"
+    )
+    assert aot.check_compiles(specs).startswith("compiled 2 kernel specialisations")
+
+
+def test_a_stride_that_is_not_one_stays_a_runtime_argument(tmp_path):
+    specs = tmp_path / "strided_specs.py"
+    specs.write_text(
+        _UNIT_STRIDE_KERNEL + "def aot_specs(quick):\n"
+        "    x = lambda: _k[(1,)](torch.empty(128, device='cuda'), 2, BLOCK=64)\n"
+        "    yield from captured_specs('strided', x, quick)\n"
+    )
+    with pytest.raises(AssertionError, match="strided _k failed to compile"):
+        aot.check_compiles(specs)

@@ -1,42 +1,42 @@
-"""Every Triton kernel of slimtorch.sparse as AOT specialisations (see slimtorch.core.aot):
-``quick`` = the first autotune config(s) of each kernel in each dtype and mode; otherwise every
-config (``python -m slimtorch.core.aot tests/sparse/aot_specs.py --all``)."""
+"""Every Triton kernel of slimtorch.sparse as AOT specialisations (see slimtorch.core.aot), captured
+from the launchers (slimtorch.core.capture) so each is specialised exactly as at run time: the 2:4
+GEMV (M = 1, 3; split-K and not) and tile kernel (M = 64), BSR at block sizes 16/32/64, in fp16,
+bf16 and fp32, with bias and an activation. ``quick``: the first autotune config of each launch."""
 
-from slimtorch.core.aot import KernelSpec
-from slimtorch.sparse import bsr, sparse24
+import torch
 
-POINTER = {"fp16": "*fp16", "bf16": "*bf16", "fp32": "*fp32"}
+from slimtorch.core.aot import captured_specs
+from slimtorch.core.capture import on_fake_device
+from slimtorch.sparse.bsr import bsr_mm
+from slimtorch.sparse.formats import compress_24, prune_24, prune_blocks, to_bsr
+from slimtorch.sparse.sparse24 import sparse24_mm
+
+K, N = 1024, 192
+CALLS = ((1, torch.float16, 0), (3, torch.bfloat16, 1), (64, torch.float32, 0), (40, torch.float16, 1))
+
+
+def _run():
+    for m, dtype, split_k in CALLS:
+
+        def build(device, dtype=dtype):
+            weight = torch.randn(N, K, device=device, dtype=dtype)
+            return compress_24(weight * prune_24(weight))
+
+        values, meta = on_fake_device(build)
+        bias = torch.randn(N, device="cuda", dtype=dtype)
+        x = torch.randn(m, K, device="cuda", dtype=dtype)
+        sparse24_mm.launcher(x, values, meta, bias=bias, activation="gelu", split_k=split_k)
+    for block in (16, 32, 64):
+        for dtype in (torch.float16, torch.bfloat16, torch.float32):
+
+            def build(device, block=block, dtype=dtype):
+                full = torch.randn(N, K, device=device, dtype=dtype)
+                return to_bsr(full, prune_blocks(full, block, 0.5))
+
+            crow, col, blocks = on_fake_device(build)
+            x = torch.randn(48, K, device="cuda", dtype=dtype)
+            bsr_mm.launcher(x, crow, col, blocks, bias=torch.randn(N, device="cuda", dtype=dtype), activation="relu")
 
 
 def aot_specs(quick: bool):
-    for dtype, p in POINTER.items():
-        mm_pointers = dict(x_ptr=p, values_ptr=p, meta_ptr="*i32", bias_ptr=p, out_ptr=p, partial_ptr="*fp32")
-        gemv_configs = sparse24.GEMV_CONFIGS[:1] if quick else sparse24.GEMV_CONFIGS
-        for config in gemv_configs:
-            for split in (False, True):
-                for block_m in (1, 4):
-                    flags = dict(HAS_BIAS=True, ACTIVATION="gelu", SPLIT=split, BLOCK_M=block_m)
-                    yield KernelSpec.from_config(
-                        f"gemv {dtype} split={split} M<={block_m} {config.kwargs}",
-                        sparse24._sparse24_gemv_kernel,
-                        mm_pointers,
-                        flags,
-                        config,
-                    )
-        for config in sparse24.MM_CONFIGS[:2] if quick else sparse24.MM_CONFIGS:
-            for split in (False, True):
-                flags = dict(HAS_BIAS=True, ACTIVATION="silu", SPLIT=split, UPCAST=False)
-                yield KernelSpec.from_config(
-                    f"mm {dtype} split={split} {config.kwargs}",
-                    sparse24._sparse24_mm_kernel,
-                    mm_pointers,
-                    flags,
-                    config,
-                )
-        bsr_pointers = dict(x_ptr=p, crow_ptr="*i32", col_ptr="*i32", values_ptr=p, bias_ptr=p, out_ptr=p)
-        for config in bsr.BSR_CONFIGS[:1] if quick else bsr.BSR_CONFIGS:
-            for block in (16, 32, 64):
-                flags = dict(HAS_BIAS=True, ACTIVATION="relu", BLOCK_SIZE=block, UPCAST=False)
-                yield KernelSpec.from_config(
-                    f"bsr {dtype} bs={block} {config.kwargs}", bsr._bsr_mm_kernel, bsr_pointers, flags, config
-                )
+    return captured_specs("sparse", _run, quick)

@@ -10,6 +10,13 @@ and the ptxas it ships. A package lists its kernels' specialisations in a file e
 and its test calls :func:`check_compiles` on that file. ``python -m slimtorch.core.aot FILE
 [--arch 90] [--all]`` does the same by hand. Compilation must happen without
 ``TRITON_INTERPRET`` (kernels must be real JITFunctions), hence the subprocess.
+
+Specs should come from the launchers themselves: :func:`captured_specs` calls them on fake CUDA
+tensors (:mod:`slimtorch.core.capture`) and turns each launch into a spec holding exactly the
+specialisation Triton's runtime computes (ints equal to 1 become constants, 16-divisible pointers,
+strides and sizes get divisibility hints), so the specs follow signature changes by themselves.
+Hand-written specs (kernels with no launcher, e.g. test kernels) model the same two rules with
+``aligned`` and ``ones``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +49,13 @@ class KernelSpec:
     num_stages: int = 3
     scalars: dict[str, str] = field(default_factory=dict)
     aligned: tuple[str, ...] = ()
+    ones: tuple[str, ...] = ()  # runtime ints equal to 1: Triton compiles them as constants
+    launch: object | None = None  # a captured TritonLaunch: compiled exactly as recorded
+
+    @classmethod
+    def from_launch(cls, name: str, launch: object) -> KernelSpec:
+        """A spec for one launch captured by :func:`slimtorch.core.capture.capture`."""
+        return cls(name, launch.kernel, {}, launch.constexpr_values(), launch.num_warps, 0, launch=launch)
 
     @classmethod
     def from_config(
@@ -83,14 +97,17 @@ def compile_spec(spec: KernelSpec, arch: int = 90) -> bytes:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
+    if spec.launch is not None:
+        return spec.launch.compile(arch).asm["cubin"]
     jit = _jit_function(spec.kernel)
+    constexprs = {name: value for name, value in spec.constexprs.items() if name in jit.arg_names}
+    constexprs.update({name: 1 for name in spec.ones if name in jit.arg_names})
     signature = {
-        name: "constexpr" if name in spec.constexprs else spec.pointers.get(name) or spec.scalars.get(name, "i32")
+        name: "constexpr" if name in constexprs else spec.pointers.get(name) or spec.scalars.get(name, "i32")
         for name in jit.arg_names
     }
-    constexprs = {name: value for name, value in spec.constexprs.items() if name in jit.arg_names}
     unknown = set(spec.constexprs) - set(jit.arg_names)
-    unknown |= set(spec.aligned) - set(jit.arg_names)
+    unknown |= (set(spec.aligned) | set(spec.ones)) - set(jit.arg_names)
     if unknown:
         raise ValueError(f"{spec.name}: {sorted(unknown)} are not arguments of {jit.__name__}")
     attrs = {(i,): [["tt.divisibility", 16]] for i, name in enumerate(jit.arg_names) if name in spec.aligned}
@@ -98,6 +115,26 @@ def compile_spec(spec: KernelSpec, arch: int = 90) -> bytes:
     options = {"num_warps": spec.num_warps, "num_stages": spec.num_stages}
     compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=options)
     return compiled.asm["cubin"]
+
+
+def captured_specs(prefix: str, run: Callable[[], object], quick: bool) -> list[KernelSpec]:
+    """Specs for every Triton launch ``run()`` makes inside :func:`slimtorch.core.capture.capture`
+    (call launchers on ``device="cuda"`` tensors there), one per distinct specialisation; ``quick``
+    keeps the first autotune config of each autotuned launch."""
+    from slimtorch.core.capture import TritonLaunch, capture
+
+    specs, seen = [], set()
+    with capture() as launches:
+        run()
+    for launch in launches:
+        if not isinstance(launch, TritonLaunch) or (quick and (launch.config_index or 0) > 0):
+            continue
+        key = launch.key()
+        if key not in seen:
+            seen.add(key)
+            config = "" if launch.config is None else f" {launch.config}"
+            specs.append(KernelSpec.from_launch(f"{prefix} {launch.name}{config}", launch))
+    return specs
 
 
 def load_specs(path: str | Path, quick: bool) -> list[KernelSpec]:
@@ -109,9 +146,13 @@ def load_specs(path: str | Path, quick: bool) -> list[KernelSpec]:
     return list(module.aot_specs(quick))
 
 
+compiled_kernels: set[str] = set()  # names of the @triton.jit kernels the last compile_all built
+
+
 def compile_all(specs: Iterable[KernelSpec], arch: int = 90) -> int:
     """Compile every spec; raise SystemExit naming the first one that fails. Returns the count."""
     count = 0
+    compiled_kernels.clear()
     for spec in specs:
         try:
             cubin = compile_spec(spec, arch)
@@ -119,6 +160,7 @@ def compile_all(specs: Iterable[KernelSpec], arch: int = 90) -> int:
             raise SystemExit(f"{spec.name} failed to compile for sm_{arch}: {type(err).__name__}: {err}") from err
         if cubin[:4] != b"\x7fELF":
             raise SystemExit(f"{spec.name}: the compiler returned no cubin for sm_{arch}")
+        compiled_kernels.add(_jit_function(spec.kernel).__name__)
         count += 1
     return count
 
@@ -146,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("unset TRITON_INTERPRET: AOT compilation needs real @triton.jit kernels")
     start = time.time()
     count = compile_all(load_specs(args.specs_file, quick=not args.all), args.arch)
-    print(f"compiled {count} kernel specialisations for sm_{args.arch} in {time.time() - start:.0f}s")
+    kernels = ", ".join(sorted(compiled_kernels))
+    print(f"compiled {count} kernel specialisations for sm_{args.arch} in {time.time() - start:.0f}s: {kernels}")
 
 
 if __name__ == "__main__":

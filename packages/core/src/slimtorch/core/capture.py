@@ -104,7 +104,8 @@ class TritonLaunch:
         """The CompiledKernel (``.asm['cubin']``, ``.metadata``) for ``sm_<arch>`` (90 → sm_90a)."""
         from triton.backends.compiler import GPUTarget
 
-        return triton.compile(self.source(), target=GPUTarget("cuda", arch, 32), options=dict(self.options))
+        options = {k: v for k, v in self.options.items() if k != "arch"}  # the target sets it
+        return triton.compile(self.source(), target=GPUTarget("cuda", arch, 32), options=options)
 
 
 @dataclass
@@ -293,6 +294,17 @@ def real() -> Iterator[None]:
 
     with _disable_current_modes():
         yield
+
+
+def on_fake_device(build: Callable[[str], Any]) -> Any:
+    """Inside :func:`capture`: ``build(device)`` on the fake device when its shapes do not depend on
+    data, else on the CPU with real data (``build("cpu")``), moved to the fake device."""
+    try:
+        return build("cuda")
+    except Exception:  # data-dependent shapes (nonzero, ...) need real tensors
+        with real():
+            made = build("cpu")
+        return fake_cuda(made)
 
 
 def fake_cuda(tensors: Any) -> Any:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from slimtorch.core.capture import fake_cuda, real
+from slimtorch.core.capture import on_fake_device
 
 LLM_SHAPES = ((4096, 4096), (8192, 8192), (4096, 11008))  # (K, N)
 LLM_M = (1, 16, 64, 256, 2048)
@@ -77,17 +77,6 @@ def _installed(module: str) -> bool:
         return False
 
 
-def _prepare(build: Callable[[str], object]) -> object:
-    """Weight formats on the fake device: built there when shape-static, else on the CPU (real data)
-    and moved."""
-    try:
-        return build("cuda")
-    except Exception:  # data-dependent shapes (nonzero, ...) need real tensors
-        with real():
-            made = build("cpu")
-        return fake_cuda(made)
-
-
 def quant_cases(quick: bool = False) -> Iterator[Case]:
     if not _installed("slimtorch.quant"):
         return
@@ -103,8 +92,9 @@ def quant_cases(quick: bool = False) -> Iterator[Case]:
 
             def pack(provider=provider, k=k, n=n, state=state):
                 if "packed" not in state:
-                    weight = _prepare(lambda device: torch.randn(n, k, device=device) / math.sqrt(k))
-                    state["packed"] = _prepare(lambda device, w=weight: provider.pack(w.to(device)))
+                    state["packed"] = on_fake_device(
+                        lambda device: provider.pack(torch.randn(n, k, device=device) / math.sqrt(k))
+                    )
                 return state["packed"]
 
             for m in QUICK_M if quick else LLM_M:
@@ -140,7 +130,7 @@ def sparse_cases(quick: bool = False) -> Iterator[Case]:
 
         def formats(k=k, n=n, state=state):
             if "fmt" not in state:
-                state["fmt"] = _prepare(
+                state["fmt"] = on_fake_device(
                     lambda device: sb._weight_formats(
                         sb._pruned_weight(n, k, torch.device(device)), sb.LLM_BSR_BLOCK, True
                     )
