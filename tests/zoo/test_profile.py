@@ -108,3 +108,13 @@ def test_profile_leaves_the_model_as_found_and_reports_stored_bytes():
     assert on_meta.disk_bytes is None and on_meta.memory_bytes == prof.memory_bytes
     assert (on_meta.macs, on_meta.activation_bytes) == (prof.macs, prof.activation_bytes)
     assert "MACs" in prof.summary()
+
+
+def test_profile_refuses_what_is_not_a_module_or_a_size():
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module, got str"):
+        zoo.profile("slim_mobilenetv2_100")
+    with pytest.raises(TypeError, match=r"model: expected a torch\.nn\.Module, got OrderedDict"):
+        zoo.profile(nn.Linear(2, 2).state_dict(), (1, 2))
+    for size in ((1, 3, 0, 32), 224, (1, 3, 32.0, 32), ()):
+        with pytest.raises(ValueError, match=r"input_size: expected a tuple of positive ints such as \(1, 3, 224"):
+            zoo.profile(nn.Conv2d(3, 4, 3), size)

@@ -114,7 +114,7 @@ def test_onnx_export_runs_in_the_onnx_reference_evaluator(name):
     buffer = io.BytesIO()
     # ONNX sees standard ops: the convops layers go back to plain torch first (same function).
     torch.onnx.export(
-        convops.to_torch(copy.deepcopy(model)),
+        convops.to_torch_(copy.deepcopy(model)).model,
         (x,),
         buffer,
         dynamo=False,

@@ -2,6 +2,8 @@
 statistics and biases randomised too, so that swapped layers of equal shape show) load into
 the zoo models and give the same logits in eval mode."""
 
+import re
+
 import pytest
 import safetensors.torch
 import timm
@@ -132,3 +134,75 @@ def test_checkpoint_filter_names_what_did_not_fit():
         ValueError, match=r"not a checkpoint of this model \(\d+ missing: .*; 1 unexpected: bogus\.weight\)"
     ):
         checkpoint_filter_fn({"bogus.weight": torch.zeros(1)}, model)
+
+
+def _with(state_dict: dict, key: str, value: torch.Tensor) -> dict:
+    return {**state_dict, key: value}
+
+
+KEY = "features.3.squeeze.weight"
+FINITE = r"expected finite values, got 1 NaN or infinite of \d+"
+
+
+def _spoiled(kind: str, weight: torch.Tensor) -> torch.Tensor:
+    if kind == "complex":
+        return weight.to(torch.complex64)
+    if kind == "integer":
+        return weight.round().to(torch.int32)
+    return weight.flatten().clone().index_fill_(0, torch.tensor([5]), float(kind)).view_as(weight)
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "message"),
+    [
+        ("complex", TypeError, "expected a real floating dtype, got torch.complex64"),
+        ("integer", TypeError, "expected a real floating dtype, got torch.int32"),
+        ("nan", ValueError, FINITE),
+        ("inf", ValueError, FINITE),
+    ],
+)
+def test_every_stored_tensor_is_checked_and_the_error_names_file_and_key(kind, error, message, tmp_path):
+    theirs = randomised(_squeezenet()).state_dict()
+    spoiled = _with(theirs, KEY, _spoiled(kind, theirs[KEY]))
+    path = tmp_path / f"{kind}.safetensors"
+    safetensors.torch.save_file(spoiled, path)
+    model = zoo.create_model("slim_squeezenet1_1")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    in_file = rf"state_dict: tensor '{re.escape(KEY)}' of file '.*{kind}\.safetensors': {message}"
+    with pytest.raises(error, match=in_file):
+        zoo.load_torchvision_weights(model, path)
+    with pytest.raises(error, match=rf"state_dict: tensor '{re.escape(KEY)}' of the given state_dict: {message}"):
+        zoo.load_torchvision_weights(model, spoiled)
+    with pytest.raises(ValueError, match=in_file):  # timm's loader (through our filter, which cannot raise TypeError)
+        zoo.create_model("slim_squeezenet1_1", pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing was loaded
+
+
+def test_our_own_checkpoints_are_checked_too(tmp_path):
+    ours = zoo.create_model("slim_shufflenetv2_x0_5")
+    state = state_dict_tensors(ours)
+    cases = {
+        "stages.0.0.conv_pw.bn.running_var": (state["stages.0.0.conv_pw.bn.running_var"] - 2, ">= 0"),
+        "stem.conv.weight": (state["stem.conv.weight"][:, :2].contiguous(), r"shape \(24, 3, 3, 3\)"),
+        "stem.bn.num_batches_tracked": (torch.tensor(1.5), r"expected an integer dtype \(torch.int64\)"),
+    }
+    for key, (value, message) in cases.items():
+        path = tmp_path / "ours.safetensors"
+        safetensors.torch.save_file(_with(state, key, value), path)
+        overlay = {"file": str(path)}
+        where = rf"state_dict: tensor '{re.escape(key)}' of file '.*ours\.safetensors': "
+        with pytest.raises(ValueError, match=where + ".*" + message):  # TypeError: see checkpoint_filter_fn
+            timm.create_model("slim_shufflenetv2_x0_5", pretrained=True, pretrained_cfg_overlay=overlay)
+
+
+def test_truncated_and_foreign_files_are_named(tmp_path):
+    path = tmp_path / "squeezenet.safetensors"
+    safetensors.torch.save_file(_squeezenet().state_dict(), path)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    foreign = tmp_path / "foreign.safetensors"
+    foreign.write_bytes(b"PK\x03\x04 a zip, as torch.save writes")
+    model = zoo.create_model("slim_squeezenet1_1")
+    for bad in (cut, foreign):
+        with pytest.raises(ValueError, match=rf"state_dict: '.*{bad.name}' is not a complete safetensors file \("):
+            zoo.load_torchvision_weights(model, bad)

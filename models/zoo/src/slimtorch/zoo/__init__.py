@@ -12,7 +12,6 @@ import fnmatch
 from typing import Any
 
 import timm
-from timm.models import get_arch_name
 from torch import nn
 
 # importing a family registers its models with timm
@@ -25,11 +24,11 @@ from slimtorch.zoo import (
     shufflenetv2,
     squeezenet,
 )
+from slimtorch.zoo._timm import check_model_name
 from slimtorch.zoo.cards import ModelCard, Published, model_card
 from slimtorch.zoo.profile import ModelProfile, profile
 from slimtorch.zoo.variants import (
     DISTILLATION_RECIPES,
-    VARIANTS,
     DistillationRecipe,
     apply_variant,
     list_variants,
@@ -40,7 +39,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DISTILLATION_RECIPES",
-    "VARIANTS",
     "DistillationRecipe",
     "ModelCard",
     "ModelProfile",
@@ -66,9 +64,8 @@ def list_models(pattern: str = "*") -> list[str]:
 
 
 def create_model(name: str, *, variant: str | None = None, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(name, **kwargs)`` for a zoo model, then the compressed ``variant``
-    conversion if one is named (see :func:`list_variants`)."""
-    if get_arch_name(name) not in _NAMES:
-        raise ValueError(f"name: {name!r} is not a slimtorch.zoo model; choose from slimtorch.zoo.list_models()")
+    """``timm.create_model(name, **kwargs)`` for a zoo model, then, if ``variant`` names one, the
+    conversion of core's registry (see :func:`list_variants`) applied to it in eval mode."""
+    check_model_name(name, _NAMES)  # the other arguments are checked by every family's builder (_timm.build)
     model = timm.create_model(name, **kwargs)
-    return model if variant is None else apply_variant(model, variant)
+    return model if variant is None else apply_variant(model, variant).model

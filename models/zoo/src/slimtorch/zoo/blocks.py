@@ -19,9 +19,11 @@ from typing import ClassVar, Optional
 import torch
 from timm.layers import SelectAdaptivePool2d
 from timm.layers import make_divisible as _timm_make_divisible
+from timm.models._features import feature_take_indices  # timm >= 1.0.8, used by timm's own models
 from torch import nn
 
 from slimtorch import convops
+from slimtorch.core.activations import activation_module
 
 # ----------------------------------------------------------------------------- the convops seam
 
@@ -90,19 +92,11 @@ def dense_conv(
 
 # ----------------------------------------------------------------------------- activations, widths
 
-_ACTIVATIONS = {
-    "relu": lambda: nn.ReLU(inplace=True),
-    "relu6": lambda: nn.ReLU6(inplace=True),
-    "hardswish": nn.Hardswish,
-    "none": nn.Identity,
-}
-
 
 def make_act(name: str) -> nn.Module:
-    """``"relu" | "relu6" | "hardswish" | "none"`` -> a fresh activation module."""
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"act: expected one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]()
+    """An activation name of core's epilogues (``"relu" | "relu6" | "hardswish" | ...``) -> a fresh
+    module (ReLU / ReLU6 in place)."""
+    return activation_module(name, inplace=True)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -190,12 +184,53 @@ class InvertedResidual(nn.Module):
 # ----------------------------------------------------------------------------- the timm model interface
 
 
+POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
+"""Global pooling of the zoo's heads (timm's ``SelectAdaptivePool2d``; ``""``: none, the head then
+acts on every position of the unpooled map)."""
+
+
+def make_pool(global_pool: str) -> SelectAdaptivePool2d:
+    """timm's pooling, flattened to ``(N, C·k)`` unless ``global_pool == ""`` (then ``(N, C, H, W)``)."""
+    if global_pool not in POOL_TYPES:
+        raise ValueError(f"global_pool: expected one of {POOL_TYPES}, got {global_pool!r}")
+    return SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+
+
+def per_position(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A channel layer (``Linear`` over C) applied at every position of an NCHW map: the head of
+    a model whose pooling was removed (``global_pool=""``), as a 1x1 convolution would."""
+    return module(x.movedim(1, -1)).movedim(-1, 1)
+
+
+def _check_num_classes(num_classes: object) -> None:
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool):
+        raise TypeError(f"num_classes: expected an int >= 0 (0: no classifier), got {num_classes!r}")
+    if num_classes < 0:
+        raise ValueError(f"num_classes: expected an int >= 0 (0: no classifier), got {num_classes}")
+
+
 class ZooModel(nn.Module):
-    """The timm classification interface every zoo model shares.
+    """The timm model interface every zoo model shares.
 
     A family's ``__init__`` builds its feature modules in execution order (timm's
-    ``features_only`` wrapper runs the children in that order), sets ``feature_info``, then
-    calls :meth:`build_head`. ``forward = forward_head(forward_features(x))``.
+    ``features_only`` wrapper runs the children in that order), sets ``in_chans`` and
+    ``feature_info``, then calls :meth:`build_head`.
+    ``forward = forward_head(forward_features(x))``.
+
+    **The head**: ``global_pool`` (:func:`make_pool`) → dropout → ``classifier``;
+    ``head_hidden_size`` is the pre-logits width (``num_features`` times the pooling's feature
+    multiplier, or a family's pre-logits layer width). ``reset_classifier`` builds the new
+    classifier on the model's device and dtype and in its training mode.
+
+    **Intermediate features** (timm >= 1.0): ``feature_units`` names, in execution order, the
+    modules ``forward_features`` applies (``"stages"`` stands for each of its stages); every
+    ``feature_info`` entry is the output of one unit. :meth:`forward_intermediates` runs the units
+    and collects those outputs; :meth:`prune_intermediate_layers` cuts ``stages`` after the last
+    kept feature and replaces any other later unit by ``Identity``. Units after the last
+    feature (MobileNetV2's and ShuffleNetV2's final 1x1 convolution, ShiftNet-A's final
+    BatchNorm + ReLU) are the "norm" of timm's API: removed with ``prune_norm`` (or when the
+    model is cut before them), and, where ``post_is_norm`` (they keep the channels), applied to
+    the last feature by ``norm=True``.
 
     Weight conversion (``slimtorch.zoo.weights``): a family supporting foreign checkpoints
     overrides :meth:`source_prefix_map` and lists the sources in ``weight_sources``;
@@ -203,31 +238,40 @@ class ZooModel(nn.Module):
     """
 
     feature_info: list[dict]
+    in_chans: int
+    feature_units: ClassVar[tuple[str, ...]] = ("stem", "stages")
+    post_is_norm: ClassVar[bool] = False
     weight_sources: tuple[str, ...] = ()
     source_bn_eps: ClassVar[dict[str, float]] = {}
 
-    def build_head(
-        self,
-        num_features: int,
-        num_classes: int,
-        *,
-        drop_rate: float = 0.0,
-        global_pool: str = "avg",
-        hidden_size: Optional[int] = None,
-    ) -> None:
-        """Pooling, dropout and classifier after ``num_features`` channels (``hidden_size``: the
-        width the classifier sees when a family adds a pre-logits layer, as MobileNetV3 does)."""
+    # ------------------------------------------------------------------------- the head
+
+    def build_head(self, num_features: int, num_classes: int, *, drop_rate: float = 0.0, global_pool: str = "avg"):
+        """Pooling, dropout and classifier after ``num_features`` channels."""
+        _check_num_classes(num_classes)
+        if not 0.0 <= drop_rate < 1.0:
+            raise ValueError(f"drop_rate: expected a dropout probability in [0, 1), got {drop_rate!r}")
         self.num_features = num_features
-        self.head_hidden_size = hidden_size or num_features
         self.num_classes = num_classes
         self.drop_rate = drop_rate
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
+        self.global_pool = make_pool(global_pool)
+        self.head_hidden_size = self.head_width()
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = self.new_classifier(num_classes)
 
+    def head_width(self) -> int:
+        """The pre-logits width for the current pooling (families with a pre-logits layer override)."""
+        return self.num_features * self.global_pool.feat_mult()
+
     def new_classifier(self, num_classes: int) -> nn.Module:
-        width = self.head_hidden_size * self.global_pool.feat_mult()
-        return nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+        return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier on pooled features, or at every position when there is no pooling."""
+        return per_position(self.classifier, x) if self.global_pool.is_identity() else self.classifier(x)
+
+    def remove_pre_logits(self) -> None:
+        """Drop a family's pre-logits layer (pruning); the head is then pooling + classifier."""
 
     def init_weights(self) -> None:
         """Kaiming-normal (fan-out) convolutions, unit BatchNorm, N(0, 0.01) linear layers."""
@@ -248,7 +292,7 @@ class ZooModel(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.classifier(x)
+        return x if pre_logits else self.classify(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -256,11 +300,128 @@ class ZooModel(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier
 
+    def _like_self(self, module: nn.Module) -> nn.Module:
+        """``module`` on this model's device and floating dtype, in its training mode."""
+        ref = next((t for t in self.parameters() if t.is_floating_point()), None)
+        if ref is not None:
+            module = module.to(device=ref.device, dtype=ref.dtype)
+        return module.train(self.training)
+
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
+        """A new classifier for ``num_classes`` (0: none); ``global_pool`` changes the pooling
+        (None keeps it)."""
+        _check_num_classes(num_classes)
+        previous = self.global_pool
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.classifier = self.new_classifier(num_classes)
+            self.global_pool = self._like_self(make_pool(global_pool))
+        try:
+            width = self.head_width()
+        except ValueError:
+            self.global_pool = previous
+            raise
+        self.num_classes = num_classes
+        self.head_hidden_size = width
+        self.classifier = self._like_self(self.new_classifier(num_classes))
+
+    # ------------------------------------------------------------------------- intermediate features
+
+    def feature_modules(self) -> list[tuple[str, nn.Module]]:
+        """``[(name, module), ...]``: what ``forward_features`` applies, in order."""
+        units = []
+        removed = getattr(self, "removed_units", ())
+        for name in self.feature_units:
+            if name in removed:
+                continue
+            module = getattr(self, name)
+            if name == "stages":
+                units += [(f"stages.{i}", stage) for i, stage in enumerate(module)]
+            else:
+                units.append((name, module))
+        return units
+
+    def _tap_positions(self, units: list[tuple[str, nn.Module]], indices) -> tuple[list[int], dict[int, int]]:
+        """timm's ``feature_take_indices`` of ``feature_info`` and ``{unit position: feature index}``."""
+        take, _ = feature_take_indices(len(self.feature_info), indices)
+        position = {name: i for i, (name, _) in enumerate(units)}
+        taps = {}
+        for index in take:
+            module = self.feature_info[index]["module"]
+            if module not in position:
+                raise ValueError(
+                    f"indices: feature {index} ({module}) is not in this model any more "
+                    "(removed by prune_intermediate_layers)"
+                )
+            taps[position[module]] = index
+        return take, taps
+
+    def _post_start(self, units: list[tuple[str, nn.Module]]) -> int:
+        """Position of the first unit after the last feature (``len(units)`` when none)."""
+        names = [name for name, _ in units]
+        last = self.feature_info[-1]["module"]
+        return names.index(last) + 1 if last in names else len(units)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Optional[int | list[int] | tuple[int, ...]] = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's intermediate-features API: the ``feature_info`` features selected by ``indices``
+        (None: all, an int n: the last n, a sequence: those, negative from the end), in execution
+        order, and unless ``intermediates_only`` the final features first (``forward_features(x)``;
+        with ``stop_early`` the features where the run stopped, after the last selected one).
+        ``norm`` applies the final norm to the last feature where the family has one."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt: expected 'NCHW' (the zoo's only layout), got {output_fmt!r}")
+        units = self.feature_modules()
+        _, taps = self._tap_positions(units, indices)
+        post = self._post_start(units)
+        stop = max(taps) + 1 if stop_early else len(units)
+        intermediates = []
+        for position, (_, module) in enumerate(units[:stop]):
+            x = module(x)
+            if position in taps:
+                feature = x
+                if norm and self.post_is_norm and position == post - 1:
+                    for _, later in units[post:]:
+                        feature = later(feature)
+                intermediates.append(feature)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] | tuple[int, ...] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Remove what the features selected by ``indices`` do not need: the units after the last
+        of them (the final "norm" units only with ``prune_norm`` or when the model is cut before
+        them) and, with ``prune_head``, the head (``reset_classifier(0, "")``). A cut model's
+        ``num_features`` is the width of its last feature and its head is rebuilt for it.
+        Returns the absolute feature indices to pass to :meth:`forward_intermediates`."""
+        units = self.feature_modules()
+        take, taps = self._tap_positions(units, indices)
+        keep = max(taps) + 1
+        post = self._post_start(units)
+        cut = keep < post or (prune_norm and keep < len(units))
+        if cut:
+            stages = [name for name, _ in units[keep:] if name.startswith("stages.")]
+            if stages:
+                self.stages = self.stages[: int(stages[0].split(".")[1])]
+            for name, _ in units[keep:]:
+                if not name.startswith("stages."):
+                    setattr(self, name, nn.Identity())  # forward_features still calls it
+                    self.removed_units = (*getattr(self, "removed_units", ()), name)
+            self.num_features = self.feature_info[max(take)]["num_chs"]
+        if cut or prune_head:
+            self.remove_pre_logits()
+            if prune_head:
+                self.reset_classifier(0, "")
+            else:
+                self.reset_classifier(self.num_classes)
+        return take
+
+    # ------------------------------------------------------------------------- weights
 
     def source_prefix_map(self, source: str, state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
         """``{source module prefix: our module prefix}`` for a checkpoint of ``source``."""

@@ -68,6 +68,7 @@ class MobileNetV1(ZooModel):
         act: str = "relu6",
     ):
         super().__init__()
+        self.in_chans = in_chans
         in_chs = make_divisible(STEM * multiplier)
         self.stem = ConvNormAct(dense_conv(in_chans, in_chs, 3, 2), in_chs, act)
         stages = []

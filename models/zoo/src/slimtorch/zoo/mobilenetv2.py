@@ -20,7 +20,7 @@ removes a fraction of every free width (the ``_pruned25`` / ``_pruned50`` archit
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.models import generate_default_cfgs, register_model
@@ -70,6 +70,7 @@ def pruned_mobilenetv2_widths(widths: dict[str, Any], ratio: float) -> dict[str,
 
 class MobileNetV2(ZooModel):
     weight_sources = ("torchvision", "timm")
+    feature_units: ClassVar[tuple[str, ...]] = ("stem", "stages", "final_conv")
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class MobileNetV2(ZooModel):
         act: str = "relu6",
     ):
         super().__init__()
+        self.in_chans = in_chans
         if len(widths["stages"]) != len(STAGES):
             raise ValueError(f"widths: expected {len(STAGES)} stages, got {len(widths['stages'])}")
         self.stem = ConvNormAct(dense_conv(in_chans, widths["stem"], 3, 2), widths["stem"], act)

@@ -27,6 +27,8 @@ from slimtorch.zoo.blocks import (
     dense_conv,
     feature_points,
     make_divisible,
+    make_pool,
+    per_position,
     pointwise_conv,
     stage_blocks,
 )
@@ -69,6 +71,7 @@ BN_EPS = 1e-3
 class MobileNetV3(ZooModel):
     weight_sources = ("torchvision", "timm")
     source_bn_eps: ClassVar[dict[str, float]] = {"torchvision": BN_EPS, "timm": 1e-5}
+    feature_units: ClassVar[tuple[str, ...]] = ("stem", "stages", "final_conv")
 
     def __init__(
         self,
@@ -80,6 +83,7 @@ class MobileNetV3(ZooModel):
         bn_eps: float = BN_EPS,
     ):
         super().__init__()
+        self.in_chans = in_chans
         in_chs = arch["stem"]
         self.stem = ConvNormAct(dense_conv(in_chans, in_chs, 3, 2), in_chs, H, bn_eps=bn_eps)
         stages = []
@@ -102,20 +106,33 @@ class MobileNetV3(ZooModel):
         if info[0]["reduction"] > 2:
             info.insert(0, {"num_chs": arch["stem"], "reduction": 2, "module": "stem"})
         self.feature_info = info
-        self.build_head(final, num_classes, drop_rate=drop_rate, global_pool=global_pool, hidden_size=arch["head"])
-        self.head_fc = nn.Linear(final * self.global_pool.feat_mult(), arch["head"])
+        # the pre-logits layer, after the pooling (timm's conv_head): sized for the pooled width
+        self.head_fc = nn.Linear(final * make_pool(global_pool).feat_mult(), arch["head"])
         self.head_act = nn.Hardswish()
+        self.build_head(final, num_classes, drop_rate=drop_rate, global_pool=global_pool)
         self.init_weights()
 
-    def new_classifier(self, num_classes: int) -> nn.Module:
-        return nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+    def head_width(self) -> int:
+        if not isinstance(self.head_fc, nn.Linear):  # removed by prune_intermediate_layers
+            return super().head_width()
+        pooled = self.num_features * self.global_pool.feat_mult()
+        if pooled != self.head_fc.in_features:
+            raise ValueError(
+                f"global_pool: the pre-logits layer takes {self.head_fc.in_features} features, "
+                f"pooling {self.global_pool.pool_type!r} gives {pooled}"
+            )
+        return self.head_fc.out_features
+
+    def remove_pre_logits(self) -> None:
+        self.head_fc, self.head_act = nn.Identity(), nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final_conv(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_act(self.head_fc(self.global_pool(x)))
-        return x if pre_logits else self.classifier(self.head_drop(x))
+        x = self.global_pool(x)
+        x = self.head_act(per_position(self.head_fc, x) if self.global_pool.is_identity() else self.head_fc(x))
+        return x if pre_logits else self.classify(self.head_drop(x))
 
     def source_prefix_map(self, source: str, state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
         blocks = stage_blocks(self.stages)

@@ -120,6 +120,11 @@ def _meta_bytes(model: nn.Module) -> int:
 def profile(model: nn.Module, input_size: tuple[int, ...] = (1, 3, 224, 224)) -> ModelProfile:
     """Parameters, MACs/FLOPs, weight bytes and activation memory of ``model`` for one input of
     ``input_size`` (see the module docstring for what is counted). The model is left as found."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    sizes = tuple(input_size) if isinstance(input_size, (tuple, list, torch.Size)) else None
+    if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes):
+        raise ValueError(f"input_size: expected a tuple of positive ints such as (1, 3, 224, 224), got {input_size!r}")
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32

@@ -21,7 +21,7 @@ convolution so that the two fuse (same parameters and multiply-adds).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.models import generate_default_cfgs, register_model
@@ -63,6 +63,7 @@ class ShiftResNet(ZooModel):
         global_pool: str = "avg",
     ):
         super().__init__()
+        self.in_chans = in_chans
         if (depth - 2) % 6:
             raise ValueError(f"depth: a CIFAR ResNet has depth 6n + 2 (20, 56, 110), got {depth}")
         blocks = (depth - 2) // 6
@@ -110,8 +111,12 @@ class CSCBlock(nn.Module):
 
 
 class ShiftNetA(ZooModel):
+    feature_units: ClassVar[tuple[str, ...]] = ("stem", "stages", "final_norm", "final_act")
+    post_is_norm: ClassVar[bool] = True  # the final BatchNorm + ReLU
+
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, drop_rate: float = 0.0, global_pool: str = "avg"):
         super().__init__()
+        self.in_chans = in_chans
         in_chs = 32
         self.stem = ConvNormAct(dense_conv(in_chans, in_chs, 7, 2), in_chs, norm=False)
         stages = []

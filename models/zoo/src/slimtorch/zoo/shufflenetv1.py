@@ -19,7 +19,7 @@ up to a multiple of g.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.models import generate_default_cfgs, register_model
@@ -74,6 +74,8 @@ class ShuffleUnitV1(nn.Module):
 
 
 class ShuffleNetV1(ZooModel):
+    feature_units: ClassVar[tuple[str, ...]] = ("stem", "stem_pool", "stages")
+
     def __init__(
         self,
         groups: int = 3,
@@ -84,6 +86,7 @@ class ShuffleNetV1(ZooModel):
         global_pool: str = "avg",
     ):
         super().__init__()
+        self.in_chans = in_chans
         widths = shufflenetv1_widths(groups, scale)
         in_chs = widths["stem"]
         self.stem = ConvNormAct(dense_conv(in_chans, in_chs, 3, 2), in_chs, "relu")

@@ -18,7 +18,7 @@ main-branch width (free; ``out/2`` in the paper).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from timm.models import generate_default_cfgs, register_model
@@ -92,6 +92,7 @@ class ShuffleUnitV2(nn.Module):
 
 class ShuffleNetV2(ZooModel):
     weight_sources = ("torchvision",)
+    feature_units: ClassVar[tuple[str, ...]] = ("stem", "stem_pool", "stages", "final_conv")
 
     def __init__(
         self,
@@ -102,6 +103,7 @@ class ShuffleNetV2(ZooModel):
         global_pool: str = "avg",
     ):
         super().__init__()
+        self.in_chans = in_chans
         if [len(st["mid"]) for st in widths["stages"]] != list(REPEATS):
             raise ValueError(f"widths: expected {REPEATS} mid widths per stage, got {widths['stages']}")
         in_chs = widths["stem"]

@@ -23,7 +23,7 @@ from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
 from slimtorch.zoo._timm import _cfg, build
-from slimtorch.zoo.blocks import ConvNormAct, ZooModel, dense_conv, pointwise_conv, pruned_width
+from slimtorch.zoo.blocks import POOL_TYPES, ConvNormAct, ZooModel, dense_conv, pointwise_conv, pruned_width
 from slimtorch.zoo.cards import ModelCard, Published, register_cards, torchvision_equivalent
 from slimtorch.zoo.weights import indices
 
@@ -83,6 +83,7 @@ class SqueezeNet(ZooModel):
         global_pool: str = "avg",
     ):
         super().__init__()
+        self.in_chans = in_chans
         if version not in VERSIONS:
             raise ValueError(f"version: expected one of {sorted(VERSIONS)}, got {version!r}")
         widths = widths or squeezenet_widths(version)
@@ -105,6 +106,17 @@ class SqueezeNet(ZooModel):
         self.build_head(in_chs, num_classes, drop_rate=drop_rate, global_pool=global_pool)
         self.head_act = nn.ReLU(inplace=True)
         self.init_weights()
+
+    def head_width(self) -> int:
+        """The classifier acts before the pooling, which must therefore keep the width (pooling
+        that concatenates would double the logits)."""
+        if self.global_pool.feat_mult() != 1:
+            raise ValueError(
+                f"global_pool: SqueezeNet pools its logits, expected one of "
+                f"{tuple(p for p in POOL_TYPES if p != 'catavgmax')}, "
+                f"got {self.global_pool.pool_type!r}"
+            )
+        return self.num_features
 
     def new_classifier(self, num_classes: int) -> nn.Module:
         """The classifier is a 1x1 convolution applied before pooling, N(0, 0.01) initialised."""
@@ -147,7 +159,8 @@ def _create(variant: str, pretrained: bool = False, **kwargs: Any) -> SqueezeNet
 
 _PAPER = {"paper_ids": "arXiv:1602.07360", "paper_name": "SqueezeNet"}
 _NAMES = ("1_0", "1_1", "1_0_bypass", "1_1_bypass", "1_1_pruned25", "1_1_pruned50")
-default_cfgs = generate_default_cfgs({f"slim_squeezenet{k}": _cfg(**_PAPER) for k in _NAMES})
+# 224x224 in: 13x13 out (unpadded stem and ceil-mode pools: 224 -> 109/111 -> 54/55 -> 27 -> 13).
+default_cfgs = generate_default_cfgs({f"slim_squeezenet{k}": _cfg(pool_size=(13, 13), **_PAPER) for k in _NAMES})
 
 _TABLE1 = "Iandola et al. 2016, Table 1 (the simple bypass adds no parameters, Section 6)"
 register_cards(
