@@ -65,8 +65,14 @@ def test_reference_is_shift_shuffle_conv_shuffle():
     assert_rel_close(ref, torch.nn.ChannelShuffle(6)(z), 1e-12)
 
 
-@pytest.mark.parametrize("case", [CASES[1], CASES[3], CASES[4]], ids=_ids)
-def test_grad_weight_kernel(case, layout, device):
+@pytest.mark.parametrize("case, split", [(CASES[1], True), (CASES[3], False), (CASES[4], True)], ids=str)
+def test_grad_weight_kernel(case, split, layout, device, monkeypatch):
+    """Split-K over the pixels (few pixels per split here, so the CPU suite reaches it) or not."""
+    from slimtorch.convops import pointwise
+    from slimtorch.core import gemm
+
+    if split:
+        monkeypatch.setattr(pointwise, "_GRAD_WEIGHT_MIN_PIXELS", 16)
     x, *_, offsets = _inputs(case, layout, device, seed=10)
     groups, s_in, _, _, stride, _, dtype = case[2:9]
     out_hw = ((x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1)
@@ -74,6 +80,7 @@ def test_grad_weight_kernel(case, layout, device):
     dw = pointwise_conv2d_grad_weight(x, g, offsets, groups, s_in, stride)
     ref = pointwise_conv2d_grad_weight.get_reference()(x.double(), g.double(), offsets, groups, s_in, stride)
     assert_rel_close(dw, ref, REL_BOUND[dtype])
+    assert int(gemm.splitk_counters(device, 1).abs().sum()) == 0
 
 
 @pytest.mark.parametrize("case", [CASES[1], CASES[4]], ids=_ids)

@@ -19,8 +19,9 @@ Backward:
         over oh·sh = ih + pt − kh·dh − dy[ci] (exactly divisible, 0 ≤ oh < OH), likewise ow
     grad_w[co, 0, kh, kw] = Σ_{n, oh, ow} g[n, co, oh, ow] · x[n, ci, oh·sh − pt + kh·dh + dy[ci], …]
 
-grad_x is a gather over the taps (no atomics); grad_w a per-channel reduction over N·OH·OW split
-across programs into an fp32 workspace (split × taps × C) that torch sums (deterministic).
+grad_x is a gather over the taps (no atomics); grad_w a per-channel reduction over N·OH·OW, split-K
+across programs (slimtorch.core.gemm: fp32 partials (splits × taps × C) that the last split of each
+channel tile sums in order, in the same launch: deterministic).
 
 Layout: any strides (NCHW, NHWC = channels_last, or other). A program owns a
 [BLOCK_P pixels × BLOCK_C channels] tile of one image; the compiler vectorises along whichever is
@@ -51,15 +52,24 @@ from slimtorch.convops._tiles import image_grid, image_tile
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
-from slimtorch.core.gemm import layout_key, m_bucket, store_tile
+from slimtorch.core.gemm import (
+    layout_key,
+    m_bucket,
+    plan_split_k,
+    sm_count,
+    splitk_counters,
+    splitk_partials,
+    store_splitk,
+    store_tile,
+)
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype
 from slimtorch.core.tuning import autotune_configs
 
 MAX_KERNEL_SIZE = 11
 
-# Weight-gradient reduction split (unmeasured until a GPU run): each program reduces at least
-# this many output pixels, and the reduction is split into at most this many partial sums.
+# Weight-gradient split-K (unmeasured until a GPU run): each split reduces at least this many output
+# pixels, at most this many splits; the split count fills the GPU (core.gemm.plan_split_k).
 _GRAD_WEIGHT_MIN_PIXELS = 2048
 _GRAD_WEIGHT_MAX_SPLIT = 512
 
@@ -171,15 +181,16 @@ def _depthwise_grad_input_kernel(
 @triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["N_BUCKET", "C_OUT", "OH_BUCKET", "OW_BUCKET", "LAYOUT"])
 @triton.jit
 def _depthwise_grad_weight_kernel(
-    x_ptr, g_ptr, off_ptr, ws_ptr,
+    x_ptr, g_ptr, off_ptr, ws_ptr, counter_ptr, dw_ptr,
     N, H, W, C_OUT, OH, OW, CHUNK, N_BUCKET, OH_BUCKET, OW_BUCKET, LAYOUT,
     sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
     PAD_T, PAD_L,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
-    MULT: tl.constexpr, HAS_OFFSETS: tl.constexpr, TAPS: tl.constexpr,
+    MULT: tl.constexpr, HAS_OFFSETS: tl.constexpr, TAPS: tl.constexpr, SPLIT: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
     # program = channel tile × split; reduces output pixels [split·CHUNK, (split+1)·CHUNK) of N·OH·OW
+    # into dw (taps, C_out) row-major; SPLIT: fp32 partials ws (splits, taps, C_out) + tile counters
     co = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     split = tl.program_id(1)
     c_ok = co < C_OUT
@@ -214,8 +225,10 @@ def _depthwise_grad_weight_kernel(
                 xv = tl.load(x_base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
                 contrib = tl.sum(gv * xv, axis=0)
                 acc += tl.where(tap[:, None] == kh * KW + kw, contrib[None, :], 0.0)
-    ws_ptrs = ws_ptr + split.to(tl.int64) * (KH * KW * C_OUT) + tap[:, None] * C_OUT + co[None, :]
-    tl.store(ws_ptrs, acc, mask=(tap < KH * KW)[:, None] & c_ok[None, :])
+    store_splitk(
+        acc, tap, co, KH * KW, C_OUT, tl.program_id(0), split, tl.num_programs(1), ws_ptr, counter_ptr, ws_ptr,
+        ws_ptr, dw_ptr, C_OUT, SPLIT, False, False, "none",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -423,29 +436,35 @@ def depthwise_conv2d_grad_weight(
     dilation: list[int],
 ) -> torch.Tensor:
     """∂L/∂weight (C·M, 1, KH, KW) of ``depthwise_conv2d`` (no epilogue) from ∂L/∂z = ``grad``,
-    in x's dtype (fp32 partial sums)."""
+    in x's dtype (fp32 accumulation; split-K over the pixels)."""
     if x.dtype == torch.float64:
         return depthwise_conv2d_grad_weight_reference(x, grad, offsets, kernel_size, stride, padding, dilation)
     n, c_in, h, w = x.shape
     c_out, oh, ow = grad.shape[1:]
     kh, kw = kernel_size
     total = n * oh * ow
-    split = max(1, min(_GRAD_WEIGHT_MAX_SPLIT, total // _GRAD_WEIGHT_MIN_PIXELS))
-    chunk = triton.cdiv(total, split)
-    workspace = empty_output((split, kh * kw, c_out), dtype=torch.float32, device=x.device)
+    plan = plan_split_k(
+        1, c_out, total, sm_count=sm_count(x.device), block_m=1, block_n=32, min_k_per_split=_GRAD_WEIGHT_MIN_PIXELS,
+        max_splits=_GRAD_WEIGHT_MAX_SPLIT, granule=32,
+    )  # fmt: skip
+    split = plan.splits > 1
+    dw = empty_output((kh * kw, c_out), dtype=x.dtype, device=x.device)
+    partials = splitk_partials(plan.splits, kh * kw, c_out, x.device) if split else dw
+    tiles = max(triton.cdiv(c_out, c.kwargs["BLOCK_C"]) for c in _GRAD_WEIGHT_CONFIGS)
+    counters = splitk_counters(x.device, tiles) if split else dw
 
     def grid(meta):
-        return (triton.cdiv(c_out, meta["BLOCK_C"]), split)
+        return (triton.cdiv(c_out, meta["BLOCK_C"]), plan.splits)
 
     _depthwise_grad_weight_kernel[grid](
-        x, grad, operand_or(offsets, x), workspace,
-        n, h, w, c_out, oh, ow, chunk, m_bucket(n), m_bucket(oh), m_bucket(ow), layout_key(x, grad),
+        x, grad, operand_or(offsets, x), partials, counters, dw,
+        n, h, w, c_out, oh, ow, plan.k_per_split, m_bucket(n), m_bucket(oh), m_bucket(ow), layout_key(x, grad),
         *x.stride(), *grad.stride(),
         padding[0], padding[2],
         **_geometry(kh, kw, stride, dilation), MULT=c_out // c_in,
-        HAS_OFFSETS=offsets is not None, TAPS=triton.next_power_of_2(kh * kw),
+        HAS_OFFSETS=offsets is not None, TAPS=triton.next_power_of_2(kh * kw), SPLIT=split,
     )  # fmt: skip
-    return workspace.sum(0).t().reshape(c_out, 1, kh, kw).to(x.dtype)
+    return dw.t().reshape(c_out, 1, kh, kw)
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -548,7 +567,12 @@ def depthwise_conv2d_reference(
     kernel_hw = _kernel_hw(weight)
     if offsets is None and weight is not None:
         pt, pb, pl, pr = padding
-        z = F.conv2d(F.pad(xc, (pl, pr, pt, pb)), weight.to(dt), None, stride, 0, dilation, groups=c_in)
+        # a plain bias goes into conv2d, and symmetric padding too: no extra pass, no padded copy
+        bias, scale, shift = (None if shift is None else shift.to(dt), None, None) if scale is None else (None, scale, shift)
+        if (pt, pl) == (pb, pr):
+            z = F.conv2d(xc, weight.to(dt), bias, stride, (pt, pl), dilation, groups=c_in)
+        else:
+            z = F.conv2d(F.pad(xc, (pl, pr, pt, pb)), weight.to(dt), bias, stride, 0, dilation, groups=c_in)
     else:
         out_hw = check_geometry(stride, padding, dilation, input_hw=x.shape[2:], kernel_hw=kernel_hw)
         index, inside = _taps_index(x.shape, kernel_hw, offsets, stride, padding, dilation, out_hw, x.device)

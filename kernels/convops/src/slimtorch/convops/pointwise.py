@@ -24,7 +24,8 @@ Backward (epilogue derivative in torch, z recomputed):
                                    inverse input shuffle (S_out' = C_in/S_in)
     ∂x = shiftᵀ(∂a)                depthwise_conv2d_grad_input with a weightless 1x1 stencil (offsets,
                                    stride); nothing to do without offsets and stride
-    ∂w[o, j] = Σ_p ∂z[p, o] · a[p, g·Kg + j]    split over pixels into an fp32 workspace summed by torch
+    ∂w[o, j] = Σ_p ∂z[p, o] · a[p, g·Kg + j]    split-K over the pixels (slimtorch.core.gemm: planned by
+                                   plan_split_k, fp32 partials reduced in order in the same launch)
 """
 
 from typing import Optional
@@ -53,14 +54,23 @@ from slimtorch.core.checks import (
     check_tensor,
 )
 from slimtorch.core.dispatch import empty_output
-from slimtorch.core.gemm import layout_key, m_bucket, store_tile
+from slimtorch.core.gemm import (
+    layout_key,
+    m_bucket,
+    plan_split_k,
+    sm_count,
+    splitk_counters,
+    splitk_partials,
+    store_splitk,
+    store_tile,
+)
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 
-# Weight-gradient split over pixels (unmeasured until a GPU run): at least this many pixels per
-# program, at most this many partial sums.
+# Weight-gradient split-K over pixels (unmeasured until a GPU run): at least this many pixels per
+# split, at most this many splits; the split count fills the GPU (core.gemm.plan_split_k).
 _GRAD_WEIGHT_MIN_PIXELS = 4096
 _GRAD_WEIGHT_MAX_SPLIT = 256
 
@@ -153,13 +163,14 @@ def _pointwise_fwd_kernel(
 @triton.autotune(configs=_GRAD_WEIGHT_CONFIGS, key=["P_BUCKET", "C_IN", "C_OUT", "K_G", "LAYOUT"])
 @triton.jit
 def _pointwise_grad_weight_kernel(
-    x_ptr, g_ptr, off_ptr, ws_ptr,
+    x_ptr, g_ptr, off_ptr, ws_ptr, counter_ptr, dw_ptr,
     P, H, W, OH, OW, C_IN, C_OUT, K_G, N_G, in_groups, CHUNK, P_BUCKET, LAYOUT,
     sxn, sxc, sxh, sxw, sgn, sgc, sgh, sgw,
-    STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    STRIDE: tl.constexpr, IN_SHUFFLE: tl.constexpr, HAS_OFFSETS: tl.constexpr, SPLIT: tl.constexpr,
+    UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
-    # program = (group, output-channel tile) × input-column tile × pixel split
+    # program = (group, output-channel tile) × input-column tile × pixel split; dw (C_out, K_g) row-major,
+    # SPLIT: fp32 partials ws (splits, C_out, K_g) and tile counters (core.gemm.store_splitk)
     tiles_n = tl.cdiv(N_G, BLOCK_N)
     g = tl.program_id(0) // tiles_n
     cols = (tl.program_id(0) % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -184,8 +195,12 @@ def _pointwise_grad_weight_kernel(
             STRIDE, IN_SHUFFLE, HAS_OFFSETS,
         )  # fmt: skip
         acc = dot_acc(gt, a, acc, UPCAST)
-    ws_ptrs = ws_ptr + split.to(tl.int64) * (C_OUT * K_G) + o[:, None] * K_G + kk[None, :]
-    tl.store(ws_ptrs, acc, mask=col_ok[:, None] & k_ok[None, :])
+    rows = tl.where(col_ok, o, C_OUT)  # columns past the group's N_G would be the next group's rows: masked
+    tile = tl.program_id(0) * tl.num_programs(1) + tl.program_id(1)
+    store_splitk(
+        acc, rows, kk, C_OUT, K_G, tile, split, tl.num_programs(2), ws_ptr, counter_ptr, ws_ptr, ws_ptr, dw_ptr, K_G,
+        SPLIT, False, False, "none",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -319,27 +334,37 @@ def pointwise_conv2d_grad_weight(
     stride: int,
 ) -> torch.Tensor:
     """∂L/∂weight (C_out, C_in/groups, 1, 1) of ``pointwise_conv2d`` (no epilogue, no output
-    shuffle) from ∂L/∂z = ``grad``, in x's dtype (fp32 partial sums)."""
+    shuffle) from ∂L/∂z = ``grad``, in x's dtype (fp32 accumulation; split-K over the pixels)."""
     if x.dtype == torch.float64:
         return pointwise_conv2d_grad_weight_reference(x, grad, offsets, groups, in_shuffle, stride)
     n, c_in, h, w = x.shape
     c_out, oh, ow = grad.shape[1:]
     k_g, n_g = c_in // groups, c_out // groups
     p = n * oh * ow
-    split = max(1, min(_GRAD_WEIGHT_MAX_SPLIT, p // _GRAD_WEIGHT_MIN_PIXELS))
-    workspace = empty_output((split, c_out, k_g), dtype=torch.float32, device=x.device)
+    plan = plan_split_k(
+        c_out, k_g, p, sm_count=sm_count(x.device), block_m=64, block_n=64, min_k_per_split=_GRAD_WEIGHT_MIN_PIXELS,
+        max_splits=_GRAD_WEIGHT_MAX_SPLIT, granule=32,
+    )  # fmt: skip
+    split = plan.splits > 1
+    dw = empty_output((c_out, k_g), dtype=x.dtype, device=x.device)
+    partials = splitk_partials(plan.splits, c_out, k_g, x.device) if split else dw
+    tiles = max(
+        groups * triton.cdiv(n_g, c.kwargs["BLOCK_N"]) * triton.cdiv(k_g, c.kwargs["BLOCK_K"])
+        for c in _GRAD_WEIGHT_CONFIGS
+    )
+    counters = splitk_counters(x.device, tiles) if split else dw
 
     def grid(meta):
-        return (groups * triton.cdiv(n_g, meta["BLOCK_N"]), triton.cdiv(k_g, meta["BLOCK_K"]), split)
+        return (groups * triton.cdiv(n_g, meta["BLOCK_N"]), triton.cdiv(k_g, meta["BLOCK_K"]), plan.splits)
 
     _pointwise_grad_weight_kernel[grid](
-        x, grad, operand_or(offsets, x), workspace,
-        p, h, w, oh, ow, c_in, c_out, k_g, n_g, in_shuffle, triton.cdiv(p, split), m_bucket(p), layout_key(x, grad),
+        x, grad, operand_or(offsets, x), partials, counters, dw,
+        p, h, w, oh, ow, c_in, c_out, k_g, n_g, in_shuffle, plan.k_per_split, m_bucket(p), layout_key(x, grad),
         *x.stride(), *grad.stride(),
-        STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, HAS_OFFSETS=offsets is not None,
+        STRIDE=stride, IN_SHUFFLE=in_shuffle > 1, HAS_OFFSETS=offsets is not None, SPLIT=split,
         UPCAST=upcast_dot_operands(x.dtype),
     )  # fmt: skip
-    return workspace.sum(0).view(c_out, k_g, 1, 1).to(x.dtype)
+    return dw.view(c_out, k_g, 1, 1)
 
 
 # ----------------------------------------------------------------------------- autograd
@@ -409,7 +434,11 @@ def pointwise_conv2d_reference(
     """torch.nn.functional.conv2d(1x1, groups) between the reference shift/shuffles + epilogue."""
     dt = compute_dtype(x.dtype)
     a = _operand_reference(x.to(dt), offsets, in_shuffle, stride)
-    y = epilogue_reference(F.conv2d(a, weight.to(dt), groups=groups), scale, shift, activation)
+    if scale is None:  # a plain bias: conv2d adds it (one pass less on the CPU path)
+        bias = None if shift is None else shift.to(dt)
+        y = epilogue_reference(F.conv2d(a, weight.to(dt), bias, groups=groups), None, None, activation)
+    else:
+        y = epilogue_reference(F.conv2d(a, weight.to(dt), groups=groups), scale, shift, activation)
     if out_shuffle > 1:
         y = channel_shuffle_reference(y, out_shuffle)
     return in_format(y.to(x.dtype), memory_format_of(x))
