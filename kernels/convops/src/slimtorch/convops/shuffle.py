@@ -140,8 +140,10 @@ def channel_split(x: torch.Tensor, parts: int = 2) -> tuple[torch.Tensor, ...]:
 
 def channel_shuffle_reference(x: torch.Tensor, groups: int) -> torch.Tensor:
     n, c, h, w = x.shape
-    y = x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
-    return y.clone(memory_format=memory_format_of(x))  # a fresh tensor even where the reshape is a view
+    if groups in (1, c):  # the identity: a fresh copy (custom ops never return views of inputs)
+        return x.clone(memory_format=memory_format_of(x))
+    y = x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)  # the one copy
+    return in_format(y, memory_format_of(x))
 
 
 def shuffle_concat_reference(a: torch.Tensor, b: torch.Tensor, groups: int) -> torch.Tensor:

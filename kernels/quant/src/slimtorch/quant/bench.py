@@ -18,7 +18,7 @@ batch), at M ∈ {1, 4, 16, 64, 256, 1024, 4096}. Providers, side by side per (c
 FLOPs are 2·M·N·K; bytes are what the provider must move: activations, its weight format
 (packed weights, scales, zero points, codebook) and the output. Inputs rotate through enough
 copies to miss L2. Results go to ``<out>/<device>/quant.{json,md,png}``; the markdown ends with
-the issue's goals and the measured speedups.
+the speed goals and the measured speedups.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Provider:
 
 
 def int4_group_size(k: int) -> int | None:
-    """The largest supported int4 group dividing K (128 preferred, as in the issue's goals)."""
+    """The largest supported int4 group dividing K (128 preferred, as in the speed goals)."""
     return next((g for g in sorted(formats.INT4_GROUP_SIZES, reverse=True) if k % g == 0), None)
 
 
@@ -214,7 +214,7 @@ def _timed_call(provider: Provider, packed: tuple, m: int, k: int, device: torch
 
 # ----------------------------------------------------------------------------- goals
 
-# (provider prefix, case label, M predicate, target speedup over fp16 cuBLAS) from the issue
+# (provider prefix, case label, M predicate, target speedup over fp16 cuBLAS): the speed goals
 GOALS = [
     ("ours int4-g128", "llm", lambda m: m == 1, 3.0),
     ("ours int4-g128", "llm", lambda m: m == 16, 2.5),

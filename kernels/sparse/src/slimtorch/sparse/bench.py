@@ -167,7 +167,7 @@ def build(device: torch.device, *, quick: bool, with_mma_sp: bool) -> Bench:
 
 
 def goal_summary(results: Sequence) -> list[str]:
-    """The issue's goals, read off the results (speedups over dense at the stated sizes)."""
+    """The speed goals, read off the results (speedups over dense at the stated sizes)."""
     lines = []
     by_key = {(r.case, r.x, r.provider): r for r in results if r.error is None}
     for r in results:

@@ -28,7 +28,7 @@ from torch import nn
 from slimtorch.core.bench import Bench, Environment, RotatingInputs, ceilings, common_arguments, write_results
 
 BATCHES = (1, 32, 256)
-# The models of the goals and one headline model per family.
+# The models of the speed goals and one headline model per family.
 DEFAULT_MODELS = (
     "slim_mobilenetv1_100",
     "slim_mobilenetv2_100",

@@ -32,12 +32,12 @@ MODULE_TO_ACTIVATION: dict[type, str] = {
 }
 
 
-_INPLACE = ("relu", "relu6")
+_INPLACE = ("relu", "relu6", "hardswish", "silu")
 
 
 def activation_module(name: str, *, inplace: bool = False) -> torch.nn.Module:
     """A fresh torch module computing the epilogue activation ``name`` (nn.Identity for "none");
-    ``inplace`` where torch's module has the option (ReLU, ReLU6)."""
+    ``inplace`` where torch's module has the option (ReLU, ReLU6, Hardswish, SiLU)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"activation: expected one of {ACTIVATIONS}, got {name!r}")
     module_type = next(t for t, n in MODULE_TO_ACTIVATION.items() if n == name)
