@@ -4,6 +4,7 @@ nox -s lint tests                      # what CI runs (.ci/run)
 nox -s "tests_alone(package='core')"   # one distribution installed alone, its tests only
 nox -s demo -- --device cuda           # the main job
 nox -s build                           # every wheel, each installed alone and imported
+nox -s timm                            # timm's own model tests on every slim_* model (also in `tests`)
 nox -s gpu | bench                     # on a CUDA machine, offline (no installs)
 """
 
@@ -26,7 +27,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
 ROOT = Path(__file__).parent
-TEST_TOOLS = ["pytest", "pytest-xdist"]
+TEST_TOOLS = ["pytest", "pytest-xdist", "hypothesis"]
 # The stack on the lent GPU machines (torch 2.11 + triton 3.6): the oldest we test against.
 OLDEST_STACK = ["torch==2.11.*", "triton==3.6.*", "torchvision==0.26.*"]
 # Triton kernels run in the interpreter on CPU tensors; launcher outputs start poisoned.
@@ -110,6 +111,8 @@ def tests(session: nox.Session) -> None:
     _install(session, CODE_DISTS)
     args = session.posargs or ["tests", "-n", "2", "--durations=15"]
     session.run("pytest", *args, env=CPU_TEST_ENV)
+    if not session.posargs:  # the whole suite also runs timm's own model tests on the zoo (see `timm`)
+        _timm_suite(session)
 
 
 @nox.session
@@ -210,3 +213,16 @@ def sass(session: nox.Session, stack: str) -> None:
     stem = "sm_90a" if triton_pin is None else f"sm_90a-triton{triton_pin}"
     env = {"TRITON_INTERPRET": "0"}  # real @triton.jit kernels: the report compiles them
     session.run("python", "-m", "slimtorch.core.sass", "--stem", stem, *session.posargs, env=env)
+
+
+def _timm_suite(session: nox.Session, *args: str) -> None:
+    session.install("pip")  # ci/timm_suite.py fetches timm's sdist with pip (uv's venvs have none)
+    session.run("python", "ci/timm_suite.py", *args)
+
+
+@nox.session
+def timm(session: nox.Session) -> None:
+    """timm's own tests/test_models.py (from the sdist of the installed timm version, fetched once)
+    on every slim_* model; TorchScript tests deselected (ci/timm_suite.py says why)."""
+    _install(session, ["slimtorch-zoo"])
+    _timm_suite(session, *session.posargs)
