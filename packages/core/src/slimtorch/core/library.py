@@ -7,8 +7,9 @@
 gives ``int4_mm``, a custom op (schema inferred from the annotations) whose body:
 
 1. runs ``check`` (argument validation shared by every path, also under ``torch.compile``);
-2. calls the launcher when :func:`slimtorch.core.dispatch.use_kernel` says so (CUDA tensors, or
-   CPU tensors under ``SLIMTORCH_FORCE_TRITON=1``), else the reference.
+2. calls the launcher when :func:`slimtorch.core.dispatch.use_kernel` says so (core's backend
+   rule: CUDA tensors, or CPU tensors under ``SLIMTORCH_BACKEND=triton`` in the interpreter), else
+   the reference.
 
 The reference is named by a string and looked up in the launcher's module at first use, so the
 file keeps the conventional order (launcher above, reference at the bottom). Unless ``fake`` is
