@@ -61,7 +61,7 @@ def test_round_trip_is_bit_exact_and_runs_compressed(tmp_path, kind, coder):
 def test_entropy_coding_shrinks_pruned_codebook_models(tmp_path):
     model = _model("codebook")
     sizes = container.file_bytes_by_coder(model, tmp_path)
-    assert sizes["ans"] < sizes["huffman"] < sizes["raw"] and sizes["ans"] < sizes["zstd"] < sizes["raw"]
+    assert sizes["ans"] <= sizes["huffman"] < 0.3 * sizes["raw"] and sizes["zstd"] < 0.3 * sizes["raw"]
 
 
 def test_refuses_masked_models_and_existing_files(tmp_path):

@@ -15,12 +15,18 @@ Each state_dict entry is stored with one ``encoding``:
 
 - ``"raw"``: the tensor itself, under its own key.
 - ``"codes"``: a :class:`~slimtorch.quant.CodebookLinear`'s packed ``qweight`` stored as its
-  N·K codebook indices (row-major), entropy-coded (:mod:`slimtorch.compress.entropy`) into
-  ``<key>:payload`` (uint8) and ``<key>:counts`` (int32); ``bits``, ``in_features`` say how to repack.
+  N·K codebook indices (row-major; ``bits``, ``in_features`` say how to repack). When one index
+  ``zero_code`` (a pruned weight's) fills at least half of them, as in the paper's sparse format:
+  the positions of the other indices as relative gaps (below) in ``<key>:index_payload`` /
+  ``:index_counts``, and their indices in ``<key>:payload`` / ``:counts``; else every index there.
 - ``"int8"``: an int8 tensor's values + 128, entropy-coded the same way (alphabet 256).
 - ``"sparse"``: a float tensor with at least half its entries exactly zero (a pruned weight): the
-  nonzero mask (row-major, alphabet 2) entropy-coded into ``<key>:mask_payload`` / ``:mask_counts``,
-  and the nonzero values in order in ``<key>:values``.
+  nonzero positions as relative gaps, and the nonzero values in order in ``<key>:values``.
+
+Relative gaps (Han et al. 2016 §2, with an escape instead of filler zeros): the k-th kept position
+p_k is coded as g = p_k − p_{k−1} − 1 (p_0 = −1): ``g // 31`` escape symbols 31 ("31 more
+skipped"), then ``g % 31``; alphabet 32. Streams are entropy-coded with the file's ``coder``
+(:mod:`slimtorch.compress.entropy`) as ``payload`` (uint8) + ``counts`` (int32) tensors.
 
 Loading checks, before anything is decoded: the safetensors header (8-byte length within the file,
 at most :data:`MAX_HEADER_BYTES`, JSON, every tensor's byte range inside the file and equal to its
@@ -60,6 +66,8 @@ MAX_HEADER_BYTES = 16 << 20
 MAX_ELEMENTS = 1 << 31
 CODERS = ("ans", "huffman", "zstd", "raw")
 SPARSE_MIN_ZEROS = 0.5
+GAP_ALPHABET = 32
+GAP_ESCAPE = GAP_ALPHABET - 1
 
 _DTYPES = {
     "F64": torch.float64,
@@ -138,6 +146,28 @@ def _encode_stream(key: str, symbols: np.ndarray, alphabet: int, coder: str, sto
     return {f"{prefix}coder": coder, f"{prefix}symbols": enc.num_symbols, f"{prefix}alphabet": alphabet}
 
 
+def positions_to_gaps(positions: np.ndarray) -> np.ndarray:
+    """Increasing positions -> relative gap symbols in [0, GAP_ALPHABET) (module docstring)."""
+    gaps = np.diff(np.concatenate([[-1], positions.astype(np.int64)])) - 1
+    escapes, rest = gaps // GAP_ESCAPE, gaps % GAP_ESCAPE
+    ends = np.cumsum(escapes + 1) - 1
+    out = np.full(int(ends[-1]) + 1 if len(ends) else 0, GAP_ESCAPE, np.int32)
+    out[ends] = rest
+    return out
+
+
+def gaps_to_positions(symbols: np.ndarray, total: int) -> np.ndarray:
+    """Inverse of :func:`positions_to_gaps`; rejects streams that end in an escape or pass ``total``."""
+    symbols = symbols.astype(np.int64)
+    if symbols.size and symbols[-1] == GAP_ESCAPE:
+        raise ValueError("the gap stream ends in an escape")
+    kept = symbols != GAP_ESCAPE
+    positions = np.cumsum(symbols + kept)[kept] - 1
+    if positions.size and positions[-1] >= total:
+        raise ValueError(f"a gap points past the tensor's {total} elements")
+    return positions
+
+
 def _is_sparse(t: torch.Tensor) -> bool:
     return t.is_floating_point() and t.numel() >= 64 and (t == 0).float().mean().item() >= SPARSE_MIN_ZEROS
 
@@ -185,18 +215,25 @@ def save_compressed(
 
             layer = codebooks[key]
             codes = quant_formats.unpack_codes(t, quant_formats.storage_bits(layer.bits), layer.in_features)
+            codes = codes.numpy().reshape(-1)
             info.update(encoding="codes", bits=layer.bits, in_features=layer.in_features)
-            info.update(_encode_stream(key, codes.numpy().reshape(-1), 2**layer.bits, coder, stored))
+            zero = int(np.bincount(codes).argmax()) if codes.size else 0
+            if codes.size and (codes == zero).mean() >= SPARSE_MIN_ZEROS:
+                kept = np.flatnonzero(codes != zero)
+                info.update(zero_code=zero, elements=int(codes.size))
+                info.update(_encode_stream(key, positions_to_gaps(kept), GAP_ALPHABET, coder, stored, "index_"))
+                codes = codes[kept]
+            info.update(_encode_stream(key, codes, 2**layer.bits, coder, stored))
         elif coder != "raw" and t.dtype == torch.int8 and t.numel():
             info.update(encoding="int8")
             info.update(_encode_stream(key, t.numpy().astype(np.int32).reshape(-1) + 128, 256, coder, stored))
         elif (
             coder != "raw" and t.is_floating_point() and t.numel() >= 64 and (t == 0).float().mean() >= SPARSE_MIN_ZEROS
         ):
-            mask = (t != 0).reshape(-1)
+            kept = np.flatnonzero((t != 0).reshape(-1).numpy())
             info.update(encoding="sparse")
-            info.update(_encode_stream(key, mask.numpy().astype(np.int32), 2, coder, stored, prefix="mask_"))
-            stored[f"{key}:values"] = t.reshape(-1)[mask].clone()
+            info.update(_encode_stream(key, positions_to_gaps(kept), GAP_ALPHABET, coder, stored, "index_"))
+            stored[f"{key}:values"] = t.reshape(-1)[torch.from_numpy(kept)].clone()
         else:
             stored[key] = t
         tensors[key] = info
@@ -289,6 +326,24 @@ def _stream(path: Path, key: str, info: dict, stored: dict, prefix: str = "") ->
         raise CorruptFileError(f"{path}: tensor {key!r} does not decode: {err}") from err
 
 
+def _positions(path: Path, key: str, info: dict, stored: dict, total: int) -> np.ndarray:
+    try:
+        return gaps_to_positions(_stream(path, key, info, stored, prefix="index_"), total)
+    except ValueError as err:
+        raise CorruptFileError(f"{path}: tensor {key!r}: {err}") from err
+
+
+def _scatter(path: Path, key: str, info: dict, stored: dict, values: np.ndarray, total: int, fill: int) -> np.ndarray:
+    if not 0 <= total <= MAX_ELEMENTS:
+        raise CorruptFileError(f"{path}: tensor {key!r}: {total} elements")
+    positions = _positions(path, key, info, stored, total)
+    if positions.size != values.size:
+        raise CorruptFileError(f"{path}: tensor {key!r}: {positions.size} positions for {values.size} codes")
+    out = np.full(total, fill, np.int32)
+    out[positions] = values
+    return out
+
+
 def _decode_tensor(path: Path, key: str, info: dict, stored: dict) -> torch.Tensor:
     dtype, shape = _DTYPE_BY_NAME[info["dtype"]], [int(s) for s in info["shape"]]
     count = math.prod(shape)
@@ -300,6 +355,8 @@ def _decode_tensor(path: Path, key: str, info: dict, stored: dict) -> torch.Tens
 
         bits, k = int(info["bits"]), int(info["in_features"])
         codes = _stream(path, key, info, stored)
+        if "zero_code" in info:
+            codes = _scatter(path, key, info, stored, codes, int(info["elements"]), int(info["zero_code"]))
         if k <= 0 or codes.size % k:
             raise CorruptFileError(f"{path}: tensor {key!r}: {codes.size} codes are not rows of {k}")
         t = quant_formats.pack_codes(torch.from_numpy(codes).long().view(-1, k), quant_formats.storage_bits(bits))
@@ -307,12 +364,12 @@ def _decode_tensor(path: Path, key: str, info: dict, stored: dict) -> torch.Tens
         values = _stream(path, key, info, stored)
         t = torch.from_numpy((values - 128).astype(np.int8))
     elif encoding == "sparse":
-        mask = torch.from_numpy(_stream(path, key, info, stored, prefix="mask_").astype(bool))
         values = stored[f"{key}:values"]
-        if mask.numel() != count or int(mask.sum()) != values.numel():
-            raise CorruptFileError(f"{path}: tensor {key!r}: the mask and the values disagree")
+        positions = _positions(path, key, info, stored, count)
+        if positions.size != values.numel():
+            raise CorruptFileError(f"{path}: tensor {key!r}: {positions.size} positions for {values.numel()} values")
         t = torch.zeros(count, dtype=values.dtype)
-        t[mask] = values
+        t[torch.from_numpy(positions)] = values
     else:
         raise CorruptFileError(f"{path}: tensor {key!r} has unknown encoding {encoding!r}")
     if t.dtype != dtype or t.numel() != count:

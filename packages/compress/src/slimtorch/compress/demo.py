@@ -1,11 +1,21 @@
-"""The main job: compress compact CNNs every way the installed packages can, and compare.
+"""The main job: train LeNet-300-100 and LeNet-5 on the embedded digits task, compress each every
+way slimtorch can, and compare in the form of the compression surveys.
 
-The models: the zoo's MobileNetV2-1.0 and ShuffleNetV2-1.0 (random weights) when
-``slimtorch-zoo`` is installed, else a small built-in MobileNet-style CNN; any timm model name
-works too. For the float model and each registered :class:`~slimtorch.core.formats.CompressionFormat` that
-runs on the chosen device: convert a private copy, run it on the same random batch, and record
-parameters represented, bytes in memory and on disk (safetensors), output SQNR against the
-float model, top-1 agreement and latency (do_bench on CUDA, a perf_counter median on CPU).
+One row per method and model: top-1 on the held-out digits, Δtop-1 against the float baseline,
+#params (nonzero weights represented), bytes on disk (the compressed file of
+:mod:`slimtorch.compress.container`, ANS-coded; Deep Compression's with Huffman as in the paper),
+FLOPs of one image (2 · nonzero MACs of every linear/conv; other layers through torch's
+``FlopCounterMode``) and latency (the same warm-up, medians, batch and inputs for every row,
+baseline timed in the same run: ``core.bench.time_fn``). Methods:
+
+- magnitude pruning with retraining (``prune.prune_unstructured_``), filter pruning (``prune.Pruner``),
+- every registered conversion of families quant (int8, int4, ternary, codebook) and structured
+  (low rank, block circulant) from core's registry, post-training,
+- a half-width student trained with knowledge distillation (and the same student on labels alone),
+- Deep Compression (``pipeline.deep_compression``), and distillation + pruning + int8 in one recipe.
+
+A row whose package or algorithm is not installed is printed as "pending", never estimated.
+``model_names``/``task`` take it to other models (a zoo or timm name) on an ImageFolder.
 """
 
 from __future__ import annotations
@@ -13,158 +23,394 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from slimtorch.compress import container, tasks
 from slimtorch.core import bench
-from slimtorch.core.formats import CompressionFormat, available_formats, import_all_packages
-from slimtorch.core.metrics import sqnr
-from slimtorch.core.model_stats import count_parameters, disk_bytes, memory_bytes
-from slimtorch.core.testing import SmallCompactCNN, randn
 
-BUILTIN_MODELS = {"small-cnn": lambda: SmallCompactCNN(num_classes=10)}
-ZOO_MODELS = ("slim_mobilenetv2_100", "slim_shufflenetv2_x1_0")
-
-
-def default_models() -> tuple[str, ...]:
-    """The zoo's MobileNetV2 and ShuffleNetV2 where slimtorch-zoo is installed, else small-cnn."""
-    try:
-        import slimtorch.zoo  # noqa: F401  (registers the slim_* models with timm)
-    except ImportError:
-        return ("small-cnn",)
-    return ZOO_MODELS
-
-
-def default_image_size(model_name: str) -> int:
-    return 64 if model_name in BUILTIN_MODELS else 224
-
-
-FLOAT = CompressionFormat(name="float32", family="baseline", description="the uncompressed model", convert=lambda m: m)
+DEMO_MODELS = ("lenet300_100", "lenet5")
 
 
 @dataclass
 class DemoRow:
-    format: str
-    family: str
-    description: str
-    params: int
-    memory_bytes: int
-    disk_bytes: int
-    sqnr_db: float
-    top1_agreement: float
-    latency_ms: float
-    error: str | None = None
+    model: str
+    method: str
+    top1: float | None
+    top1_delta: float | None
+    params: int | None
+    disk_bytes: int | None
+    flops: int | None
+    latency_ms: float | None
+    status: str = "ok"  # ok | pending | error
+    note: str = ""
 
 
-def build_model(name: str) -> nn.Module:
-    """A built-in model by name, else a timm model name (zoo models included; random weights)."""
-    if name in BUILTIN_MODELS:
-        return BUILTIN_MODELS[name]()
-    import_all_packages()  # the zoo, where installed, registers its models with timm
+@dataclass(frozen=True)
+class DemoSettings:
+    """Epoch budgets (the defaults fit 5 minutes on 2 CPU cores); ``quick`` for tests."""
+
+    epochs: int = 6
+    retrain_epochs: int = 2
+    kd_epochs: int = 6
+    prune_sparsity: float = 0.9
+    dc_sparsity: float = 0.95
+    batch: int = 64
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> DemoSettings:
+        return cls(epochs=1, retrain_epochs=1, kd_epochs=1)
+
+
+def build_model(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """A LeNet of the digits task (LeNet-5 needs 28x28 images), else a zoo/timm name (random weights)."""
+    if name == "lenet300_100":
+        return tasks.lenet300_100(num_classes, in_features=in_channels * image_size * image_size)
+    if name == "lenet5":
+        if image_size != 28:
+            raise ValueError(f"image_size: lenet5 expects 28x28 images, got {image_size}")
+        return tasks.lenet5(num_classes, in_channels, caffe=True)
+    from slimtorch.core.registry import import_all_packages
+
+    import_all_packages()
     try:
         import timm
     except ImportError as err:
-        raise ValueError(f"model: {name!r} is not built in ({sorted(BUILTIN_MODELS)}) and timm is missing") from err
+        raise ValueError(f"model: {name!r} is not one of {DEMO_MODELS} and timm is not installed") from err
     try:
-        return timm.create_model(name, pretrained=False)
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels)
     except RuntimeError as err:
         raise ValueError(f"model: unknown model {name!r}: {err}") from err
 
 
-def _measure(
-    fmt: CompressionFormat,
-    model: nn.Module,
-    images: torch.Tensor,
-    reference: torch.Tensor,
-    device: torch.device,
-) -> DemoRow:
-    converted = fmt.convert(copy.deepcopy(model)).eval()
-    x = images if fmt.dtype is None else images.to(fmt.dtype)
-    with torch.no_grad():
-        out = converted(x).float()
-        timing = bench.time_fn(lambda: converted(x), device=device, warmup_ms=20, rep_ms=150)
-    return DemoRow(
-        format=fmt.name,
-        family=fmt.family,
-        description=fmt.description,
-        params=count_parameters(converted),
-        memory_bytes=memory_bytes(converted),
-        disk_bytes=disk_bytes(converted),
-        sqnr_db=sqnr(reference, out),
-        top1_agreement=(out.argmax(1) == reference.argmax(1)).float().mean().item(),
-        latency_ms=timing.median_ms,
-    )
+def architecture_of(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> dict:
+    if name == "lenet300_100":
+        return {"name": name, "kwargs": {"num_classes": num_classes, "in_features": in_channels * image_size**2}}
+    if name == "lenet5":
+        return {"name": name, "kwargs": {"num_classes": num_classes, "in_channels": in_channels, "caffe": True}}
+    return {"name": name, "kwargs": {"num_classes": num_classes, "in_chans": in_channels}}
+
+
+def student_of(name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module | None:
+    """The half-width student of a LeNet (None for other models)."""
+    if name == "lenet300_100":
+        return tasks.lenet300_100(num_classes, in_channels * image_size**2, width=0.5)
+    if name == "lenet5":
+        return tasks.lenet5(num_classes, in_channels, width=0.5, caffe=True)
+    return None
+
+
+# ----------------------------------------------------------------------------- measurements
+
+
+def effective_params(model: nn.Module) -> int:
+    """Nonzero weights represented (a quantized layer's dequantized weight) plus other parameters."""
+    total = 0
+    seen: set[int] = set()
+    for module in model.modules():
+        if hasattr(module, "dequantize") and hasattr(module, "in_features"):
+            total += int(torch.count_nonzero(module.dequantize()))
+            total += 0 if getattr(module, "bias", None) is None else module.bias.numel()
+            seen.update(id(t) for t in module.buffers())
+    for p in model.parameters():
+        if id(p) not in seen:
+            total += int(torch.count_nonzero(p))
+    return total
+
+
+def count_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of ``model(x)`` per sample: 2 · nonzero MACs of linear/conv/quantized layers, and
+    torch's FlopCounterMode for any other leaf with parameters (structured layers)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    total = [0]
+    busy = [False]
+
+    def hook(module, inputs, output):
+        if busy[0]:
+            return
+        if type(module) in (nn.Linear, nn.Conv2d):
+            w = module.weight.detach()
+            rows = output.numel() // output.shape[1] if isinstance(module, nn.Conv2d) else output.numel() // w.shape[0]
+            total[0] += 2 * rows * int(torch.count_nonzero(w))
+        elif hasattr(module, "dequantize") and hasattr(module, "in_features"):
+            rows = output.numel() // module.out_features
+            total[0] += 2 * rows * int(torch.count_nonzero(module.dequantize()))
+        elif any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
+            if any(True for _ in module.children()):
+                return
+            busy[0] = True
+            try:
+                with FlopCounterMode(display=False) as counter:
+                    module(*inputs)
+                total[0] += counter.get_total_flops()
+            finally:
+                busy[0] = False
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not isinstance(m, nn.Sequential)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] // x.shape[0]
+
+
+def file_bytes(model: nn.Module, coder: str = "ans") -> tuple[int, str]:
+    """Bytes of the compressed file; a model the file cannot hold falls back to its safetensors size."""
+    from slimtorch.core.model_stats import disk_bytes
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return container.save_compressed(model, Path(tmp) / "m.safetensors", coder=coder).file_bytes, ""
+    except (ValueError, TypeError, KeyError) as err:
+        return disk_bytes(model), f"plain safetensors ({str(err)[:60]})"
+
+
+class Measure:
+    """Measures rows against one model's baseline, with the same inputs and timing for each."""
+
+    def __init__(self, model_name: str, task: tasks.Task, device: torch.device, batch: int):
+        self.model_name, self.task, self.device = model_name, task, device
+        self.x = task.x_test[:batch].to(device)
+        self.base_top1: float | None = None
+
+    def row(self, method: str, model: nn.Module, *, coder: str = "ans", note: str = "") -> DemoRow:
+        model = model.eval().to(self.device)
+        top1 = tasks.evaluate(model, self.task)
+        if self.base_top1 is None:
+            self.base_top1 = top1
+        disk, why = file_bytes(model.cpu(), coder)
+        model.to(self.device)
+        with torch.no_grad():
+            timing = bench.time_fn(lambda: model(self.x), device=self.device, warmup_ms=30, rep_ms=150)
+        return DemoRow(
+            model=self.model_name,
+            method=method,
+            top1=top1,
+            top1_delta=top1 - self.base_top1,
+            params=effective_params(model),
+            disk_bytes=disk,
+            flops=count_flops(model, self.x[:1]),
+            latency_ms=timing.median_ms,
+            note="; ".join(n for n in (note, why) if n),
+        )
+
+
+def pending(model: str, method: str, why: str) -> DemoRow:
+    return DemoRow(model, method, None, None, None, None, None, None, status="pending", note=why)
+
+
+# ----------------------------------------------------------------------------- the methods
+
+
+def _registry_rows(measure: Measure, baseline: nn.Module) -> list[DemoRow]:
+    from slimtorch.core.registry import available_conversions
+
+    wanted = {
+        "quant": ("int8", "int4-g32", "ternary", "codebook-4bit"),
+        "structured": None,  # every low-rank / block-circulant conversion registered
+    }
+    entries = {e.name: e for e in available_conversions(measure.device)}
+    rows = []
+    for name in wanted["quant"]:
+        if name not in entries:
+            rows.append(pending(measure.model_name, name, "slimtorch-quant conversion not registered"))
+    structured = [e for e in entries.values() if e.family == "structured"]
+    for label in ("low-rank", "block-circulant"):
+        if not any(e.name.startswith(label) for e in structured):
+            rows.append(pending(measure.model_name, label, "slimtorch-structured not installed / not registered"))
+    chosen = [entries[n] for n in wanted["quant"] if n in entries] + [
+        e for e in structured if e.name.startswith(("low-rank", "block-circulant"))
+    ]
+    for entry in chosen:
+        try:
+            report = entry.convert(copy.deepcopy(baseline).eval())
+            converted = len(report.converted)
+            note = f"{converted} layers converted, {len(report.skipped)} left alone (post-training)"
+            if converted == 0:
+                rows.append(pending(measure.model_name, entry.name, "no layer of this model is eligible"))
+                continue
+            rows.append(measure.row(entry.name, report.model, note=note))
+        except Exception as err:  # a conversion that fails is reported, not fatal
+            rows.append(DemoRow(measure.model_name, entry.name, *[None] * 6, status="error", note=str(err)[:120]))
+    return rows
+
+
+def _kd(student: nn.Module, teacher: nn.Module, task, s: DemoSettings, progress: bool) -> nn.Module:
+    from slimtorch.compress.distill import DistillConfig, Distiller
+
+    cfg = DistillConfig(temperature=4.0, alpha=0.9, epochs=s.kd_epochs, batch_size=s.batch, seed=s.seed)
+    return Distiller(student, teacher, cfg).fit(task, progress=progress)
 
 
 def run_demo(
     *,
-    model_name: str = "small-cnn",
-    device: str | torch.device | None = None,
-    batch: int = 8,
-    image_size: int | None = None,
-    formats: Sequence[str] | None = None,
+    model_names: Sequence[str] = DEMO_MODELS,
+    task: tasks.Task | None = None,
+    device: str | torch.device = "cpu",
+    settings: DemoSettings | None = None,
+    checkpoint: str | None = None,
     progress: bool = True,
-    seed: int = 0,
+    log: Callable[[str], None] = print,
 ) -> list[DemoRow]:
-    """Convert ``model_name`` with every available format (or those named) and measure each."""
-    from tqdm.auto import tqdm
+    """All rows for every model (module docstring)."""
+    from slimtorch.compress.pipeline.deep_compression import DeepCompressionConfig, deep_compression
+    from slimtorch.compress.pipeline.recipe import parse_recipe, run_recipe
+    from slimtorch.compress.prune import UnstructuredConfig, finalize_, prune_unstructured_
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    torch.manual_seed(seed)
-    model = build_model(model_name).eval().to(device)
-    size = image_size or default_image_size(model_name)
-    images = randn((batch, 3, size, size), device=device, seed=seed)
-    with torch.no_grad():
-        reference = model(images).float()
-    candidates = available_formats(device)
-    if formats is not None:
-        known = {f.name: f for f in available_formats()}
-        unknown = sorted(set(formats) - set(known))
-        if unknown:
-            raise ValueError(f"formats: unknown {unknown}; available: {sorted(known)}")
-        candidates = [f for f in candidates if f.name in set(formats)]
-    rows = []
-    for fmt in tqdm([FLOAT, *candidates], desc=f"demo {model_name}", disable=not progress):
+    s = settings or DemoSettings()
+    device = torch.device(device)
+    task = task or tasks.digits_task()
+    in_channels, image_size = task.input_shape[0], task.input_shape[-1]
+    rows: list[DemoRow] = []
+    for name in model_names:
+        t0 = time.perf_counter()
+        torch.manual_seed(s.seed)
+        base = build_model(name, task.num_classes, in_channels, image_size).to(device)
+        if checkpoint:
+            import safetensors.torch
+
+            base.load_state_dict(safetensors.torch.load_file(checkpoint, device=str(device)))
+        else:
+            tasks.train(base, task, s.epochs, batch_size=s.batch, seed=s.seed, progress=progress, desc=f"{name} fp32")
+        m = Measure(name, task, device, s.batch)
+        rows.append(m.row("fp32 baseline", base, note=checkpoint or f"{s.epochs} epochs"))
+
+        # magnitude pruning with retraining (Han 2015), masks kept while retraining
+        pruned = copy.deepcopy(base)
+        for k in (1, 2):
+            prune_unstructured_(pruned, UnstructuredConfig(sparsity=s.prune_sparsity * k / 2, scope="global"))
+            tasks.train(pruned, task, s.retrain_epochs, lr=5e-4, seed=s.seed + k, progress=progress, desc="retrain")
+        finalize_(pruned)
+        rows.append(m.row(f"magnitude prune {s.prune_sparsity:.0%}", pruned, note="global, 2 rounds, retrained"))
+
+        # filter (channel) pruning
         try:
-            rows.append(_measure(fmt, model, images, reference, device))
-        except Exception as err:  # a format that fails is reported in the table, not fatal
-            rows.append(
-                DemoRow(
-                    fmt.name,
-                    fmt.family,
-                    fmt.description,
-                    0,
-                    0,
-                    0,
-                    math.nan,
-                    math.nan,
-                    math.nan,
-                    error=f"{type(err).__name__}: {err}"[:200],
+            from slimtorch.compress.prune import Pruner
+        except ImportError:
+            Pruner = None
+        if Pruner is None:
+            rows.append(pending(name, "filter prune 50%", "slimtorch.compress.prune.Pruner not available"))
+        else:
+            try:
+                filt = copy.deepcopy(base)
+                last = [n for n, mod in filt.named_modules() if isinstance(mod, nn.Linear)][-1:]
+                pruner = Pruner(
+                    filt, task.x_train[:2].to(device), ratio=0.5, importance="l1", round_to=1, ignored_layers=last
                 )
+                filt = pruner.step()
+                tasks.train(filt, task, s.retrain_epochs, lr=5e-4, seed=s.seed, progress=progress, desc="retrain")
+                rows.append(m.row("filter prune 50% (L1)", filt, note="channels removed, retrained"))
+            except Exception as err:
+                rows.append(DemoRow(name, "filter prune 50% (L1)", *[None] * 6, status="error", note=str(err)[:120]))
+
+        rows += _registry_rows(m, base)
+
+        # knowledge distillation: a half-width student, with KD and on labels alone
+        student = student_of(name, task.num_classes, in_channels, image_size)
+        if student is None:
+            rows.append(pending(name, "KD student (half width)", "no student architecture for this model"))
+            kd_student = None
+        else:
+            labels_only = copy.deepcopy(student).to(device)
+            torch.manual_seed(s.seed)
+            tasks.train(
+                labels_only,
+                task,
+                s.kd_epochs,
+                batch_size=s.batch,
+                seed=s.seed,
+                progress=progress,
+                desc="student, labels",
             )
+            rows.append(m.row("student ½ width, labels only", labels_only))
+            kd_student = _kd(copy.deepcopy(student).to(device), base, task, s, progress)
+            rows.append(m.row("student ½ width, KD (T=4)", kd_student, note="Hinton soft targets, alpha 0.9"))
+
+        # Deep Compression: prune, retrain, share weights, retrain centroids, Huffman
+        dc_model = copy.deepcopy(base)
+        dc = deep_compression(
+            dc_model,
+            task,
+            DeepCompressionConfig(
+                sparsity=s.dc_sparsity,
+                prune_iterations=2,
+                prune_epochs=s.retrain_epochs,
+                share_epochs=s.retrain_epochs,
+                seed=s.seed,
+            ),
+            progress=progress,
+        )
+        note = "file bytes: " + ", ".join(f"{k} {v:,}" for k, v in dc.file_bytes.items())
+        rows.append(m.row("Deep Compression (Huffman)", dc.model, coder="huffman", note=note))
+
+        # distil + prune + int8, one recipe
+        if kd_student is not None:
+            recipe = parse_recipe(
+                {
+                    "seed": s.seed,
+                    "step": [
+                        {
+                            "prune": {
+                                "method": "magnitude",
+                                "sparsity": s.prune_sparsity,
+                                "scope": "global",
+                                "retrain_epochs": s.retrain_epochs,
+                                "lr": 5e-4,
+                            }
+                        },
+                        {"quantize": {"format": "int8"}},
+                    ],
+                }
+            )
+            try:
+                out = run_recipe(recipe, copy.deepcopy(kd_student), task, progress=progress)
+                rows.append(m.row("KD student + prune + int8", out.model, note="recipe: prune -> int8"))
+            except Exception as err:
+                rows.append(
+                    DemoRow(name, "KD student + prune + int8", *[None] * 6, status="error", note=str(err)[:120])
+                )
+        else:
+            rows.append(pending(name, "KD student + prune + int8", "no student architecture for this model"))
+        log(f"{name}: {len([r for r in rows if r.model == name])} rows in {time.perf_counter() - t0:.0f} s")
     return rows
 
 
+# ----------------------------------------------------------------------------- output
+
+
+def _ratio(base: float | None, value: float | None) -> str:
+    if base is None or value is None or not value:
+        return ""
+    return f" ({base / value:.1f}x)"
+
+
 def format_table(rows: Sequence[DemoRow]) -> str:
-    """A markdown table; sizes relative to the float model's disk size."""
-    base = next((r.disk_bytes for r in rows if r.format == FLOAT.name and r.disk_bytes), None)
+    """Markdown in the survey's form; ratios against the model's fp32 baseline."""
     lines = [
-        "| format | family | params | memory KiB | disk KiB | compression (disk) "
-        "| SQNR dB | top-1 agree | latency ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | method | top-1 % | Δtop-1 | #params ↓ | bytes on disk ↓ | FLOPs ↓ | latency ms | note |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    bases = {r.model: r for r in rows if r.method == "fp32 baseline"}
     for r in rows:
-        if r.error:
-            lines.append(f"| {r.format} | {r.family} | error: {r.error} | | | | | | |")
+        if r.status != "ok":
+            lines.append(f"| {r.model} | {r.method} | {r.status} | | | | | | {r.note} |")
             continue
-        ratio = f"{base / r.disk_bytes:.2f}x" if base and r.disk_bytes else ""
+        b = bases.get(r.model)
         lines.append(
-            f"| {r.format} | {r.family} | {r.params:,} | {r.memory_bytes / 1024:.1f} | "
-            f"{r.disk_bytes / 1024:.1f} | {ratio} | {r.sqnr_db:.1f} | {r.top1_agreement:.3f} | {r.latency_ms:.3f} |"
+            f"| {r.model} | {r.method} | {100 * r.top1:.2f} | {100 * r.top1_delta:+.2f} | "
+            f"{r.params:,}{_ratio(b and b.params, r.params)} | "
+            f"{r.disk_bytes:,}{_ratio(b and b.disk_bytes, r.disk_bytes)} | "
+            f"{r.flops:,}{_ratio(b and b.flops, r.flops)} | {r.latency_ms:.3f} | {r.note} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -175,36 +421,32 @@ def plot_rows(rows: Sequence[DemoRow], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if r.error is None]
-    names = [r.format for r in ok]
-    panels = [
-        ("disk KiB", [r.disk_bytes / 1024 for r in ok]),
-        ("output SQNR dB (vs float)", [min(r.sqnr_db, 150.0) for r in ok]),
-        ("latency ms", [r.latency_ms for r in ok]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(15, max(3.0, 0.4 * len(ok) + 1.5)))
-    for ax, (label, values) in zip(axes, panels, strict=True):
-        ax.barh(names, values, color="tab:blue")
-        ax.set_xlabel(label)
-        ax.invert_yaxis()
-    fig.suptitle(title, fontsize=10)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for i, model in enumerate(dict.fromkeys(r.model for r in rows)):
+        ok = [r for r in rows if r.model == model and r.status == "ok"]
+        ax.scatter([r.disk_bytes / 1024 for r in ok], [100 * r.top1 for r in ok], label=model, color=f"C{i}")
+        for r in ok:
+            ax.annotate(r.method, (r.disk_bytes / 1024, 100 * r.top1), fontsize=6, alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes on disk (KiB, log)")
+    ax.set_ylabel("top-1 % (held-out digits)")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
     bench.save_figure(fig, path)
 
 
-def write_demo(
-    rows: Sequence[DemoRow], out_dir: str | Path, *, model_name: str, device: torch.device
-) -> dict[str, Path]:
-    """Write ``<out_dir>/demo-<model>.{json,md,png}``; return the paths."""
+def write_demo(rows: Sequence[DemoRow], out_dir: str | Path, *, device: torch.device, name: str = "demo") -> dict:
+    """``<out_dir>/<name>.{json,md,png}``; the JSON is one object per row."""
     env = bench.Environment.collect(device)
-    payload = {
-        "model": model_name,
-        "environment": dataclasses.asdict(env),
-        "rows": [dataclasses.asdict(r) for r in rows],
-    }
-    header = f"# slimtorch demo: {model_name} on {env.device_name} (torch {env.torch_version})\n\n"
+    payload = {"environment": dataclasses.asdict(env), "rows": [dataclasses.asdict(r) for r in rows]}
+    header = f"# slimtorch demo on {env.device_name} (torch {env.torch_version})\n\n"
     return bench.write_report(
-        Path(out_dir) / f"demo-{model_name}",
+        Path(out_dir) / name,
         payload,
         header + format_table(rows),
-        lambda png: plot_rows(rows, png, f"{model_name} on {env.device_name}"),
+        lambda png: plot_rows(rows, png, f"accuracy against size, {env.device_name}"),
     )
+
+
+def rows_are_finite(rows: Sequence[DemoRow]) -> bool:
+    return all(r.status != "ok" or all(math.isfinite(v) for v in (r.top1, r.latency_ms)) for r in rows)

@@ -192,3 +192,59 @@ def evaluate(model: nn.Module, task: Task, *, batch_size: int = 512, train: bool
         total += len(y)
     model.train(was_training)
     return correct / max(total, 1)
+
+
+def imagefolder_task(
+    root: str, *, image_size: int = 28, test_fraction: float = 0.25, seed: int = 0, max_images: int = 50_000
+) -> Task:
+    """A torchvision ``ImageFolder`` (``root/<class>/<image>``) loaded into memory: resized to
+    ``image_size`` squared, RGB, normalised with the training split's statistics, the same seeded
+    stratified split as :func:`digits_task`. For small folders (at most ``max_images``)."""
+    from pathlib import Path
+
+    try:
+        from torchvision import datasets, transforms
+    except ImportError as err:
+        raise ValueError(
+            "data: reading an image folder needs torchvision (pip install slimtorch-compress[vision])"
+        ) from err
+    if not Path(root).is_dir():
+        raise ValueError(f"data: expected 'digits' or an ImageFolder directory, got {root!r} (not a directory)")
+    if not isinstance(image_size, int) or image_size < 8:
+        raise ValueError(f"image_size: expected an int >= 8, got {image_size!r}")
+    tf = transforms.Compose([transforms.Resize((image_size, image_size)), transforms.ToTensor()])
+    try:
+        folder = datasets.ImageFolder(root, transform=tf, loader=lambda p: datasets.folder.pil_loader(p))
+    except (FileNotFoundError, RuntimeError) as err:
+        raise ValueError(f"data: {root!r} is not an ImageFolder (root/<class>/<image>): {err}") from err
+    if len(folder) > max_images:
+        raise ValueError(f"data: {len(folder)} images, more than max_images={max_images} held in memory")
+    images = torch.stack([folder[i][0] for i in range(len(folder))])
+    labels = torch.tensor(folder.targets, dtype=torch.long)
+    gen = torch.Generator().manual_seed(seed)
+    test_idx, train_idx = [], []
+    for c in range(len(folder.classes)):
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        n_test = max(1, round(len(members) * test_fraction)) if len(members) > 1 else 0
+        test_idx.append(members[:n_test])
+        train_idx.append(members[n_test:])
+    train_idx, test_idx = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+    mean = images[train_idx].mean(dim=(0, 2, 3), keepdim=True)
+    std = images[train_idx].std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-6)
+    images = (images - mean) / std
+    return Task(
+        name=f"imagefolder:{Path(root).name}",
+        x_train=images[train_idx].contiguous(),
+        y_train=labels[train_idx].contiguous(),
+        x_test=images[test_idx].contiguous(),
+        y_test=labels[test_idx].contiguous(),
+        num_classes=len(folder.classes),
+    )
+
+
+def load_task(data: str = "digits", *, image_size: int = 28, seed: int = 0) -> Task:
+    """``"digits"`` (the embedded task) or an ImageFolder path."""
+    if data == "digits":
+        return digits_task(image_size=image_size, seed=seed)
+    return imagefolder_task(data, image_size=image_size, seed=seed)

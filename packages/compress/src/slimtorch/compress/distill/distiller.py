@@ -118,9 +118,7 @@ class Distiller:
         if not isinstance(student, nn.Module) or not isinstance(teacher, nn.Module):
             raise TypeError("student, teacher: expected torch.nn.Module instances")
         self.config = config or DistillConfig()
-        self.student, self.teacher = student, teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.student, self.teacher = student, teacher.eval()  # the teacher runs under no_grad, never trains
         self.regressors = nn.ModuleDict()
         self._pairs = list(self.config.hint_layers)
         if self._pairs:
