@@ -226,3 +226,11 @@ def timm(session: nox.Session) -> None:
     on every slim_* model; TorchScript tests deselected (ci/timm_suite.py says why)."""
     _install(session, ["slimtorch-zoo"])
     _timm_suite(session, *session.posargs)
+
+
+@nox.session
+def goals(session: nox.Session) -> None:
+    """slimtorch-compress's 3-seed goals on the digits task: Deep Compression ratios and accuracy,
+    knowledge distillation against labels alone (not in CI; tens of minutes on 2 CPU cores)."""
+    _install(session, ["slimtorch-compress", "slimtorch-quant"])
+    session.run("python", "-m", "slimtorch.compress.goals", *session.posargs)
