@@ -136,3 +136,23 @@ def test_fuzzed_files_raise_corrupt_file_error_only(tmp_path, good_file, data):
         return
     with pytest.raises(container.CorruptFileError):
         _load(tmp_path, bytes(blob))
+
+
+def test_channel_pruned_models_load_into_their_float_architecture(tmp_path):
+    pruner = pytest.importorskip("slimtorch.compress.prune.pruner")
+    torch.manual_seed(3)
+    model = tasks.lenet5(caffe=True).eval()
+    x = torch.randn(2, 1, 28, 28)
+    report = pruner.prune_channels_(
+        model, pruner.PruneConfig(importance="l1", ratio=0.5, round_to=1), example_inputs=x, ignored_layers=["9"]
+    )
+    model = report.model
+    assert model[0].out_channels == 10  # channels really removed
+    path = tmp_path / "m.safetensors"
+    container.save_compressed(model, path, architecture={"name": "lenet5", "kwargs": {"caffe": True}})
+    loaded = container.load_model(path)
+    assert loaded[0].out_channels == 10
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ValueError, match="does not fit this architecture"):
+        container.load_compressed(path, tasks.lenet300_100())

@@ -405,6 +405,35 @@ def load_state(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return manifest, state
 
 
+def _resize_plain_layers(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Plain Linear / Conv2d / BatchNorm2d layers whose saved weight has another shape (channels
+    removed by structured pruning) are rebuilt with the saved shape (same options otherwise)."""
+    for name, module in list(model.named_modules()):
+        w = state.get(f"{name}.weight" if name else "weight")
+        kind = type(module)
+        if w is None or kind not in (nn.Linear, nn.Conv2d, nn.BatchNorm2d) or module.weight.shape == w.shape:
+            continue
+        bias = getattr(module, "bias", None) is not None
+        if kind is nn.Linear:
+            new: nn.Module = nn.Linear(w.shape[1], w.shape[0], bias=bias)
+        elif kind is nn.Conv2d:
+            groups = 1 if module.groups == 1 else w.shape[0] // max(1, module.out_channels // module.groups)
+            new = nn.Conv2d(
+                w.shape[1] * groups,
+                w.shape[0],
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                groups,
+                bias,
+            )
+        else:
+            new = nn.BatchNorm2d(w.shape[0], module.eps, module.momentum, module.affine, module.track_running_stats)
+        model = replace_submodule(model, name, new.to(module.weight.device))
+    return model
+
+
 def load_compressed(path: str | Path, model: nn.Module) -> nn.Module:
     """Load a compressed file into ``model``, the float architecture it was compressed from: the
     compressed layers are rebuilt at their names (quant's ``build_layer``), then every tensor is
@@ -417,8 +446,12 @@ def load_compressed(path: str | Path, model: nn.Module) -> nn.Module:
         for name, description in manifest["layers"].items():
             device = next(iter(model.get_submodule(name).parameters()), torch.empty(0)).device
             model = replace_submodule(model, name, quant_layers.build_layer(description, device))
+    model = _resize_plain_layers(model, state)
     device = next(iter(model.parameters()), next(iter(model.buffers()), torch.empty(0))).device
-    model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+    try:
+        model.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"model: {path} does not fit this architecture: {str(err)[:300]}") from err
     return model.eval()
 
 
