@@ -24,8 +24,8 @@ from slimtorch.compress import container, tasks
 from slimtorch.compress.distill import DistillConfig, Distiller
 from slimtorch.compress.pipeline.deep_compression import DeepCompressionConfig, deep_compression
 
-EPOCHS = 15
-DC = {"sparsity": 0.95, "prune_iterations": 3, "prune_epochs": 3, "share_epochs": 3}
+EPOCHS = 10
+DC = {"sparsity": 0.95, "prune_iterations": 3, "prune_epochs": 2, "share_epochs": 2}
 BUILDERS = {"lenet300_100": tasks.lenet300_100, "lenet5": lambda: tasks.lenet5(caffe=True)}
 
 
@@ -82,8 +82,13 @@ def main(argv=None) -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     task = tasks.digits_task()
     start = time.perf_counter()
-    dc = [deep_compression_goal(n, s, task, not args.no_progress) for n in BUILDERS for s in seeds]
-    kd = [distillation_goal(s, task, not args.no_progress) for s in seeds]
+    dc, kd = [], []
+    for s in seeds:  # one line per finished run, so a long run shows its progress
+        kd.append(distillation_goal(s, task, not args.no_progress))
+        print(json.dumps(kd[-1]), flush=True)
+        for n in BUILDERS:
+            dc.append(deep_compression_goal(n, s, task, not args.no_progress))
+            print(json.dumps(dc[-1]), flush=True)
     lines = [
         "| model | fp32 top-1 % | DC top-1 % | Δ points | ratio (Huffman) | ratio (ANS) |",
         "|---|---:|---:|---:|---:|---:|",
