@@ -165,6 +165,15 @@ def test_counters_are_cached_zero_and_grow():
     assert gemm.splitk_counters("cpu", 1).data_ptr() == grown.data_ptr()
 
 
+def test_max_tiles_counts_every_declared_config():
+    configs = [triton.Config({"BLOCK_M": 64, "BLOCK_N": 64}), triton.Config({"BLOCK_M": 16, "BLOCK_N": 32})]
+    tiles = lambda c: triton.cdiv(100, c["BLOCK_M"]) * triton.cdiv(70, c["BLOCK_N"])
+    assert gemm.max_tiles(configs, tiles) == 7 * 3
+    kept = type("Kept", (list,), {})(configs[:1])  # what the interpreter keeps, with the full list beside it
+    kept.all = tuple(configs)
+    assert gemm.max_tiles(kept, tiles) == 7 * 3
+
+
 def test_m_bucket_maps_a_bucket_to_one_key():
     assert [gemm.m_bucket(m) for m in (0, 1, 2, 3, 17, 31, 32, 33)] == [1, 1, 2, 4, 32, 32, 32, 64]
 

@@ -55,6 +55,7 @@ from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import (
     layout_key,
     m_bucket,
+    max_tiles,
     plan_split_k,
     sm_count,
     splitk_counters,
@@ -450,11 +451,11 @@ def depthwise_conv2d_grad_weight(
     split = plan.splits > 1
     dw = empty_output((kh * kw, c_out), dtype=x.dtype, device=x.device)
     partials = splitk_partials(plan.splits, kh * kw, c_out, x.device) if split else dw
-    tiles = max(triton.cdiv(c_out, c.kwargs["BLOCK_C"]) for c in _GRAD_WEIGHT_CONFIGS)
-    counters = splitk_counters(x.device, tiles) if split else dw
 
     def grid(meta):
         return (triton.cdiv(c_out, meta["BLOCK_C"]), plan.splits)
+
+    counters = splitk_counters(x.device, max_tiles(_GRAD_WEIGHT_CONFIGS, lambda c: grid(c)[0])) if split else dw
 
     _depthwise_grad_weight_kernel[grid](
         x, grad, operand_or(offsets, x), partials, counters, dw,
@@ -568,7 +569,9 @@ def depthwise_conv2d_reference(
     if offsets is None and weight is not None:
         pt, pb, pl, pr = padding
         # a plain bias goes into conv2d, and symmetric padding too: no extra pass, no padded copy
-        bias, scale, shift = (None if shift is None else shift.to(dt), None, None) if scale is None else (None, scale, shift)
+        bias, scale, shift = (
+            (None if shift is None else shift.to(dt), None, None) if scale is None else (None, scale, shift)
+        )
         if (pt, pl) == (pb, pr):
             z = F.conv2d(xc, weight.to(dt), bias, stride, (pt, pl), dilation, groups=c_in)
         else:

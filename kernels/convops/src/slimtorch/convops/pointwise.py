@@ -57,6 +57,7 @@ from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import (
     layout_key,
     m_bucket,
+    max_tiles,
     plan_split_k,
     sm_count,
     splitk_counters,
@@ -348,14 +349,12 @@ def pointwise_conv2d_grad_weight(
     split = plan.splits > 1
     dw = empty_output((c_out, k_g), dtype=x.dtype, device=x.device)
     partials = splitk_partials(plan.splits, c_out, k_g, x.device) if split else dw
-    tiles = max(
-        groups * triton.cdiv(n_g, c.kwargs["BLOCK_N"]) * triton.cdiv(k_g, c.kwargs["BLOCK_K"])
-        for c in _GRAD_WEIGHT_CONFIGS
-    )
-    counters = splitk_counters(x.device, tiles) if split else dw
 
     def grid(meta):
         return (groups * triton.cdiv(n_g, meta["BLOCK_N"]), triton.cdiv(k_g, meta["BLOCK_K"]), plan.splits)
+
+    tiles = max_tiles(_GRAD_WEIGHT_CONFIGS, lambda c: grid(c)[0] * grid(c)[1])  # tile = pid0 · programs1 + pid1
+    counters = splitk_counters(x.device, tiles) if split else dw
 
     _pointwise_grad_weight_kernel[grid](
         x, grad, operand_or(offsets, x), partials, counters, dw,

@@ -287,10 +287,11 @@ def launch_dequant_mm(
     kernel = _small_m_kernel if m <= SMALL_M_MAX else _large_m_kernel
     split = plan.splits > 1  # only on the GEMV path
     partials = splitk_partials(plan.splits, m, n, x.device) if split else out
-    counters = splitk_counters(x.device, max_tiles(m, n, SMALL_M_CONFIGS)) if split else out
 
     def grid(meta):
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), plan.splits)
+
+    counters = splitk_counters(x.device, max_tiles(SMALL_M_CONFIG_LIST, lambda c: grid(c)[0])) if split else out
 
     kernel[grid](
         x,

@@ -327,17 +327,18 @@ def sparse24_mm(
     split = splits > 1
     gemv = m <= GEMV_MAX_M
     partials = splitk_partials(splits, m, n, x.device) if split else out
-    tiles = max_tiles(m, n, GEMV_CONFIGS, block_m=m) if gemv else max_tiles(m, n, MM_CONFIGS)
-    counters = splitk_counters(x.device, tiles) if split else out
+    if gemv:
+        kernel, configs = _sparse24_gemv_kernel, GEMV_CONFIGS
+        grid = lambda meta_: (triton.cdiv(n, meta_["BLOCK_N"]), splits)
+        extra = dict(BLOCK_M=triton.next_power_of_2(m))
+    else:
+        kernel, configs = _sparse24_mm_kernel, MM_CONFIGS
+        grid = lambda meta_: (triton.cdiv(m, meta_["BLOCK_M"]) * triton.cdiv(n, meta_["BLOCK_N"]), splits)
+        extra = dict(UPCAST=upcast_dot_operands(x.dtype))
+    counters = splitk_counters(x.device, max_tiles(configs, lambda c: grid(c)[0])) if split else out
     args = (x, values, meta, bias if bias is not None else out, out, partials, counters, m, n, k, k_per_split)
     args = (*args, m_bucket(m), x.stride(0), values.stride(0), meta.stride(0), out.stride(0))
-    flags = dict(HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT=split)
-    if gemv:
-        grid = lambda meta_: (triton.cdiv(n, meta_["BLOCK_N"]), splits)
-        _sparse24_gemv_kernel[grid](*args, **flags, BLOCK_M=triton.next_power_of_2(m))
-    else:
-        grid = lambda meta_: (triton.cdiv(m, meta_["BLOCK_M"]) * triton.cdiv(n, meta_["BLOCK_N"]), splits)
-        _sparse24_mm_kernel[grid](*args, **flags, UPCAST=upcast_dot_operands(x.dtype))
+    kernel[grid](*args, HAS_BIAS=bias is not None, ACTIVATION=activation, SPLIT=split, **extra)
     return out
 
 

@@ -36,6 +36,7 @@ strides: batch sizes of one bucket share the tuned config instead of tuning agai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -121,12 +122,11 @@ def plan_split_k(
     return split_k_ranges(k, max(1, splits), granule)
 
 
-def max_tiles(m: int, n: int, configs: list[triton.Config], block_m: int | None = None) -> int:
-    """The most output tiles (program axis 0) any of ``configs`` launches for an (m, n) output;
-    ``block_m`` for configs without BLOCK_M (the launcher passes it)."""
-    return max(
-        triton.cdiv(m, c.kwargs.get("BLOCK_M", block_m or m)) * triton.cdiv(n, c.kwargs["BLOCK_N"]) for c in configs
-    )
+def max_tiles(configs: list[triton.Config], tiles: Callable[[dict], int]) -> int:
+    """The counters a split-K launch needs: the most output tiles ``tiles(config.kwargs)`` (the
+    launcher's grid, tile axes) over every config declared for the kernel (``configs.all`` where
+    the interpreter kept fewer), since the autotuner picks the config after allocation."""
+    return max(tiles(c.kwargs) for c in getattr(configs, "all", configs))
 
 
 def splitk_partials(splits: int, m: int, n: int, device: torch.device | str) -> torch.Tensor:
