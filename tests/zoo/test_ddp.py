@@ -1,46 +1,28 @@
-"""Training under DistributedDataParallel (gloo, one process on CPU): a zoo model on the convops
-layers, its 2:4 masked fine-tuning form (slimtorch.sparse) and its LSQ fake-quant form
-(slimtorch.quant) each take a DDP step whose gradients equal those of the plain model."""
+"""Training under DistributedDataParallel: two processes (gloo on CPU, torch.multiprocessing.spawn),
+so the gradient all-reduce is real. A zoo model on the convops layers, its 2:4 masked fine-tuning
+form (slimtorch.sparse) and its LSQ fake-quant form (slimtorch.quant) each take a DDP step whose
+gradients equal the mean of the plain model's gradients over the two ranks' batch slices
+(tests/zoo/ddp_worker.py). One spawn for all forms keeps it fast."""
 
-import copy
+import importlib
+import sys
+from pathlib import Path
 
 import pytest
-import torch
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
+import torch.multiprocessing as mp
 
-import slimtorch.zoo as zoo
-from slimtorch.core.testing import assert_rel_close, randn
-from slimtorch.quant import LSQConfig, prepare_qat
-from slimtorch.sparse import Sparse24Config, sparsify_
-
-FORMS = {
-    "float (convops layers)": lambda m: m,
-    "2:4 masked fine-tuning": lambda m: sparsify_(m, Sparse24Config(masked_training=True)).model,
-    "LSQ int8 fake-quant": lambda m: prepare_qat(m, LSQConfig(bits=8)).model,
-}
+WORLD_SIZE = 2
 
 
-@pytest.fixture(scope="module")
-def process_group(tmp_path_factory):
-    store = tmp_path_factory.mktemp("ddp") / "store"
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
-    yield
-    dist.destroy_process_group()
+@pytest.fixture
+def worker(monkeypatch):
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root))  # spawned children inherit sys.path and import by name
+    module = importlib.import_module("tests.zoo.ddp_worker")
+    yield module
+    sys.modules.pop("tests.zoo.ddp_worker", None)
 
 
-@pytest.mark.parametrize("form", FORMS)
-def test_ddp_step_matches_plain_training(process_group, form):
-    torch.manual_seed(0)
-    model = FORMS[form](zoo.create_model("slim_mobilenetv2_035", num_classes=5)).train()
-    plain = copy.deepcopy(model)
-    wrapped = DistributedDataParallel(model)
-    x, target = randn((4, 3, 32, 32), seed=1), torch.tensor([0, 1, 2, 3])
-    for net in (wrapped, plain):
-        torch.manual_seed(2)  # the same dropout masks in both
-        torch.nn.functional.cross_entropy(net(x), target).backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    assert grads, "no parameter received a gradient"
-    for name, p in plain.named_parameters():
-        if p.grad is not None:
-            assert_rel_close(grads[name], p.grad, 1e-5, name=name)
+def test_ddp_two_processes_match_plain_training(worker, tmp_path):
+    forms = list(worker.FORMS)
+    mp.spawn(worker.run, args=(WORLD_SIZE, str(tmp_path / "store"), forms), nprocs=WORLD_SIZE, join=True)

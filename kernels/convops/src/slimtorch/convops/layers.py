@@ -32,8 +32,9 @@ from slimtorch.convops.pointwise import pointwise_conv2d
 from slimtorch.convops.shift import SHIFT_BACKENDS, active_shift, integer_shift, quantized_shift
 from slimtorch.convops.shuffle import channel_shuffle, shuffle_concat
 from slimtorch.core.activations import ACTIVATIONS, activation_module
-from slimtorch.core.checks import check_choice, check_divisible, check_positive
+from slimtorch.core.checks import check_choice, check_divisible, check_positive, check_positive_int
 from slimtorch.core.dispatch import check_backend
+
 
 def _with_activation(conv: nn.Module, activation: str) -> nn.Module:
     return conv if activation == "none" else nn.Sequential(conv, activation_module(activation))
@@ -156,6 +157,12 @@ class DepthwiseConv2d(nn.Conv2d):
         return f"{super().extra_repr()}, activation={self.activation!r}"
 
 
+def _check_equal_strides(stride: tuple[int, int]) -> None:
+    """The pointwise kernels take one stride for both axes (a 1x1 conv samples every s-th pixel)."""
+    if stride[0] != stride[1]:
+        raise ValueError(f"stride: expected equal strides along H and W (one int), got {tuple(stride)}")
+
+
 class GroupedPointwiseConv2d(nn.Conv2d):
     """Grouped 1x1 conv with channel shuffles folded into its index maps, bias and activation.
 
@@ -179,6 +186,8 @@ class GroupedPointwiseConv2d(nn.Conv2d):
         device=None,
         dtype=None,
     ):
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(out_channels, "out_channels")
         for name, value, channels in (
             ("shuffle_groups", shuffle_groups, in_channels),
             ("out_shuffle_groups", out_shuffle_groups, out_channels),
@@ -188,6 +197,7 @@ class GroupedPointwiseConv2d(nn.Conv2d):
                 check_divisible(channels, value, f"{name}: channels")
         check_choice(activation, "activation", ACTIVATIONS)
         super().__init__(in_channels, out_channels, 1, stride, 0, 1, groups, bias, device=device, dtype=dtype)
+        _check_equal_strides(self.stride)
         self.shuffle_groups = shuffle_groups
         self.out_shuffle_groups = out_shuffle_groups
         self.activation = activation
@@ -354,9 +364,12 @@ class ShiftConv2d(nn.Conv2d):
         device=None,
         dtype=None,
     ):
+        check_positive_int(in_channels, "in_channels")
+        check_positive_int(out_channels, "out_channels")
         check_choice(shift, "shift", tuple(SHIFT_KINDS))
         check_choice(activation, "activation", ACTIVATIONS)
         super().__init__(in_channels, out_channels, 1, stride, 0, 1, 1, bias, device=device, dtype=dtype)
+        _check_equal_strides(self.stride)
         self.activation = activation
         if shift == "grouped":
             self.shift = Shift2d(in_channels, kernel_size, dilation)

@@ -176,17 +176,68 @@ def to_safetensors(model: nn.Module, path: str | Path) -> None:
     safetensors.torch.save_file(state_dict_tensors(model), str(path), metadata={METADATA_KEY: json.dumps(layers)})
 
 
+def _read_layouts(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The file's layer descriptions, validated: a ``ValueError`` naming the file for a file that is
+    not safetensors (empty, truncated, foreign), and for metadata that is not our JSON layout."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"path: {path} is not a readable safetensors file ({error})") from None
+    if METADATA_KEY not in metadata:
+        raise ValueError(f"path: {path} has no {METADATA_KEY!r} metadata; was it written by to_safetensors?")
+    try:
+        layouts = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as error:
+        raise ValueError(f"path: {path}: metadata {METADATA_KEY!r} is not valid JSON ({error})") from None
+    if not isinstance(layouts, dict):
+        raise ValueError(
+            f"path: {path}: metadata {METADATA_KEY!r}: expected a JSON object, got {type(layouts).__name__}"
+        )
+    for name, description in layouts.items():
+        if not isinstance(description, dict) or not isinstance(description.get("class"), str):
+            raise ValueError(
+                f"path: {path}: metadata {METADATA_KEY!r}[{name!r}]: expected an object with a 'class' name, "
+                f"got {description!r}"
+            )
+    return layouts
+
+
+def _build(path: str | Path, name: str, description: dict[str, Any], device: torch.device) -> nn.Module:
+    try:
+        return build_layer(description, device)
+    except (TypeError, ValueError, KeyError, AttributeError) as error:
+        raise ValueError(
+            f"path: {path}: metadata for layer {name!r} cannot build a layer ({error}): {description}"
+        ) from None
+
+
 def load_quantized(path: str | Path, model: nn.Module) -> nn.Module:
     """Load a file written by :func:`to_safetensors` into ``model``, the float architecture it was
     quantized from: the quantized layers are rebuilt at their names, then every tensor is loaded
-    (strict). Returns the model (a new object only if the root itself was quantized)."""
-    with safetensors.safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    if METADATA_KEY not in metadata:
-        raise ValueError(f"path: {path} has no {METADATA_KEY!r} metadata; was it written by to_safetensors?")
-    for name, description in json.loads(metadata[METADATA_KEY]).items():
-        device = next(iter(model.get_submodule(name).parameters()), torch.empty(0)).device
-        model = replace_submodule(model, name, build_layer(description, device))
+    (strict; each stored tensor's dtype, shape and value range checked, naming its key). Returns
+    the model (a new object only if the root itself was quantized). A file that is not a readable
+    safetensors file, metadata that is not our layout, and missing or extra tensors raise
+    ``ValueError`` naming the path. (No checksums: a flipped byte inside a tensor's data loads as
+    what the file holds if that is a valid value; the compressed file of slimtorch-compress has them.)"""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    for name, description in _read_layouts(path).items():
+        try:
+            target = model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"path: {path}: metadata names a layer {name!r} that the model does not have") from None
+        device = next(iter(target.parameters()), torch.empty(0)).device
+        model = replace_submodule(model, name, _build(path, name, description, device))
     device = next(iter(model.buffers()), torch.empty(0)).device
-    model.load_state_dict(safetensors.torch.load_file(str(path), device=str(device)), strict=True, assign=False)
+    try:
+        tensors = safetensors.torch.load_file(str(path), device=str(device))
+    except (safetensors.SafetensorError, OSError, ValueError) as error:
+        raise ValueError(f"path: {path} is not a readable safetensors file ({error})") from None
+    try:
+        model.load_state_dict(tensors, strict=True, assign=False)
+    except RuntimeError as error:  # missing or unexpected keys
+        raise ValueError(f"path: {path}: {error}") from None
+    except (ValueError, TypeError) as error:  # a stored tensor's dtype, shape or values (named by key)
+        raise type(error)(f"path: {path}: {error}") from None
     return model

@@ -94,9 +94,21 @@ class CodebookWeight(NamedTuple):
     bits: int
 
 
+FLOAT32_MAX = torch.finfo(torch.float32).max
+
+
 def _check_weight(weight: torch.Tensor, name: str = "weight") -> torch.Tensor:
+    """2-d float, finite, and (float64) inside float32's range: the statistics, scales and codebooks
+    are float32, so a larger magnitude would quantize to inf/NaN instead of failing."""
     check_tensor(weight, name, ndim=2, dtype=(torch.float16, torch.bfloat16, torch.float32, torch.float64))
     check_finite(weight, name)
+    if weight.dtype == torch.float64 and weight.numel():
+        amax = float(weight.abs().max())
+        if amax > FLOAT32_MAX:
+            raise ValueError(
+                f"{name}: expected magnitudes within float32's range (|w| <= {FLOAT32_MAX:.4e}, the dtype of the "
+                f"scales), got max |w| = {amax:.4e}"
+            )
     return weight
 
 

@@ -18,11 +18,12 @@ weights and are bound by activation traffic, so quantizing their weights saves n
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from slimtorch.core.checks import FLOAT_DTYPES, check_finite, check_positive_int, check_range, check_tensor
 from slimtorch.core.modules import GemmConv2d, dense_linear
 from slimtorch.quant import formats
 from slimtorch.quant.codebook_mm import codebook_mm
@@ -38,6 +39,27 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
+class Stored(NamedTuple):
+    """What a stored (state_dict) tensor of a layer must be: dtype(s), shape, value range.
+    Float buffers may come in any float dtype (``.to(dtype)`` casts them) and must be finite."""
+
+    dtype: torch.dtype | tuple[torch.dtype, ...]
+    shape: tuple[int, ...]
+    low: float | None = None
+    high: float | None = None
+    positive: bool = False  # every value > 0 (scales)
+
+
+def check_stored(t: object, key: str, spec: Stored) -> None:
+    """One loaded tensor against its spec; errors name the state_dict key."""
+    check_tensor(t, key, shape=spec.shape, dtype=spec.dtype)
+    if t.dtype.is_floating_point:
+        check_finite(t, key)
+    check_range(t, key, low=spec.low, high=spec.high)
+    if spec.positive and t.numel() and not bool((t > 0).all()):
+        raise ValueError(f"{key}: expected positive values (scales), found {t.min().item()}")
+
+
 class QuantizedLinear(nn.Module):
     """Base of the quantized linear layers; subclasses define the buffers and the op."""
 
@@ -45,6 +67,8 @@ class QuantizedLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, device=None, dtype=None):
         super().__init__()
+        check_positive_int(in_features, "in_features")
+        check_positive_int(out_features, "out_features")
         self.in_features = in_features
         self.out_features = out_features
         bias_tensor = torch.zeros(out_features, device=device, dtype=dtype or torch.float32) if bias else None
@@ -65,6 +89,25 @@ class QuantizedLinear(nn.Module):
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """x (M, K) → (M, N) through this format's op."""
         raise NotImplementedError
+
+    def stored(self) -> dict[str, Stored]:
+        """The spec of every packed buffer (the bias is checked by the base class)."""
+        raise NotImplementedError
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors):
+        """Refuse a stored tensor of the wrong dtype, shape or value range (naming its key) instead of
+        letting ``copy_`` cast it: an int4 qweight saved as float, an int8 code of 200, a NaN scale."""
+        specs = dict(self.stored())
+        if self.bias is not None:
+            specs["bias"] = Stored(FLOAT_DTYPES, (self.out_features,))
+        for name, spec in specs.items():
+            if prefix + name in state_dict:
+                check_stored(state_dict[prefix + name], prefix + name, spec)
+        self._check_codes(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors)
+
+    def _check_codes(self, state_dict: dict, prefix: str) -> None:
+        """Formats whose packed codes have unused values check them here."""
 
     # --- shared
     def options(self) -> dict[str, Any]:
@@ -97,6 +140,9 @@ class QuantizedLinear(nn.Module):
         return dense_linear(weight, self.bias, self.bias.dtype if self.bias is not None else weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(x, "x")
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x: expected shape (*, {self.in_features}) (in_features), got {tuple(x.shape)}")
         y = self.matmul(x.reshape(-1, self.in_features))
         return y.reshape(*x.shape[:-1], self.out_features)
 
@@ -145,6 +191,13 @@ class Int8WeightOnlyLinear(QuantizedLinear):
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return int8_weight_mm(x, self.qweight, self.scale, self.bias)
+
+    def stored(self) -> dict[str, Stored]:
+        n, k = self.out_features, self.in_features
+        return {
+            "qweight": Stored(torch.int8, (n, k), -formats.INT8_MAX, formats.INT8_MAX),
+            "scale": Stored(FLOAT_DTYPES, (n,), positive=True),
+        }
 
 
 class Int8DynamicActivationInt8WeightLinear(Int8WeightOnlyLinear):
@@ -219,6 +272,14 @@ class Int4WeightOnlyLinear(QuantizedLinear):
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return int4_weight_mm(x, self.qweight, self.scale, self.zero, self.group_size, self.bias)
 
+    def stored(self) -> dict[str, Stored]:
+        n, k, groups = self.out_features, self.in_features, self.in_features // self.group_size
+        return {
+            "qweight": Stored(torch.int32, (k // 8, n)),
+            "scale": Stored(FLOAT_DTYPES, (groups, n), positive=True),
+            "zero": Stored(torch.uint8, (groups, n), 0, formats.INT4_MAX + 1),  # 16 after a GPTQ v1 import
+        }
+
 
 class BinaryLinear(QuantizedLinear):
     """BWN / XNOR-Net weights: W = α_n · sign(W), 1 bit per weight (formats: binary)."""
@@ -244,6 +305,10 @@ class BinaryLinear(QuantizedLinear):
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return lowbit_weight_mm(x, self.qweight, self.scale, self.scale, 1, self.bias)
+
+    def stored(self) -> dict[str, Stored]:
+        n, rows = self.out_features, formats.words_per_column(self.in_features, 1)
+        return {"qweight": Stored(torch.int32, (rows, n)), "scale": Stored(FLOAT_DTYPES, (n,), low=0.0)}
 
 
 class TernaryLinear(QuantizedLinear):
@@ -286,6 +351,19 @@ class TernaryLinear(QuantizedLinear):
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return lowbit_weight_mm(x, self.qweight, self.pos_scale, self.neg_scale, 2, self.bias)
 
+    def stored(self) -> dict[str, Stored]:
+        n, rows = self.out_features, formats.words_per_column(self.in_features, 2)
+        return {
+            "qweight": Stored(torch.int32, (rows, n)),
+            "pos_scale": Stored(FLOAT_DTYPES, (n,), low=0.0),
+            "neg_scale": Stored(FLOAT_DTYPES, (n,), low=0.0),
+        }
+
+    def _check_codes(self, state_dict: dict, prefix: str) -> None:
+        qweight = state_dict.get(prefix + "qweight")
+        if qweight is not None and bool((formats.unpack_codes(qweight, 2, self.in_features) == 2).any()):
+            raise ValueError(f"{prefix}qweight: expected ternary codes 0, 1 or 3, found the unused code 2")
+
 
 class CodebookLinear(QuantizedLinear):
     """Weights shared through a per-layer codebook of 2^bits centroids (formats: codebook)."""
@@ -317,6 +395,21 @@ class CodebookLinear(QuantizedLinear):
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return codebook_mm(x, self.qweight, self.codebook, self.bits, self.bias)
+
+    def stored(self) -> dict[str, Stored]:
+        n, rows = self.out_features, formats.words_per_column(self.in_features, formats.storage_bits(self.bits))
+        return {"qweight": Stored(torch.int32, (rows, n)), "codebook": Stored(FLOAT_DTYPES, (2**self.bits,))}
+
+    def _check_codes(self, state_dict: dict, prefix: str) -> None:
+        qweight = state_dict.get(prefix + "qweight")
+        packing = formats.storage_bits(self.bits)
+        if qweight is None or packing == self.bits:
+            return
+        codes = formats.unpack_codes(qweight, packing, self.in_features)
+        if bool((codes >= 2**self.bits).any()):
+            raise ValueError(
+                f"{prefix}qweight: expected codebook indices below 2^bits = {2**self.bits}, found {int(codes.max())}"
+            )
 
 
 LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {

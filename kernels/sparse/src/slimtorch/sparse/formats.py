@@ -141,6 +141,38 @@ def compress_24(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values, pack_meta(indices.reshape(n, k // 2))
 
 
+def check_meta_24(meta: object, n: int, k: int, name: str = "meta") -> None:
+    """Validate loaded or user-built 2:4 metadata for an (N, K) weight (reads the data: call it when a
+    structure is built or loaded): int32 (N, ceil(K/32)); in every group the two slots are distinct
+    and in order (first < second, the layout above), and the unused nibbles of a row's last word are 0.
+    Two slots naming one column would make the reference and the kernels disagree."""
+    check_tensor(meta, name, shape=(n, meta_words(k)), dtype=torch.int32)
+    half_k = k // 2
+    if not half_k:
+        return
+    idx = unpack_meta(meta, half_k).reshape(n, k // 4, 2)
+    bad = idx[..., 0] >= idx[..., 1]
+    if bool(bad.any()):
+        row, group = (int(i) for i in bad.nonzero()[0])
+        first, second = idx[row, group].tolist()
+        raise ValueError(
+            f"{name}: expected two distinct in-group slots in increasing order for every group of 4 columns, "
+            f"got slots ({first}, {second}) in row {row}, group {group} (columns {4 * group}..{4 * group + 3})"
+        )
+    used = half_k - (meta_words(k) - 1) * VALUES_PER_META_WORD  # indices held by the last word
+    if used < VALUES_PER_META_WORD:
+        padding = meta[:, -1].to(torch.int64) >> (INDEX_BITS * used)  # sign-extended: bit 31 counts too
+        if bool((padding != 0).any()):
+            raise ValueError(f"{name}: expected the unused bits of each row's last word to be 0 (layout above)")
+
+
+def check_permutation(perm: object, k: int, name: str = "perm") -> None:
+    """An input-channel permutation of K columns: integer (K,), every index 0..K-1 exactly once."""
+    check_tensor(perm, name, shape=(k,), dtype=(torch.int64, torch.int32))
+    if not torch.equal(perm.detach().sort().values.cpu(), torch.arange(k, dtype=perm.dtype)):
+        raise ValueError(f"{name}: expected a permutation of 0..{k - 1} (each index once), got {perm.tolist()[:8]}...")
+
+
 def kept_columns(meta: torch.Tensor, half_k: int) -> torch.Tensor:
     """(N, K/2) int64: the dense column ``4·(j // 2) + idx[n, j]`` of every stored value."""
     group_start = 4 * (torch.arange(half_k, device=meta.device, dtype=torch.int64) // 2)

@@ -25,13 +25,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimtorch.core.activations import ACTIVATIONS, activation_reference
-from slimtorch.core.checks import check_choice, check_divisible, check_tensor
+from slimtorch.core.checks import (
+    FLOAT_DTYPES,
+    check_choice,
+    check_divisible,
+    check_finite,
+    check_positive_int,
+    check_tensor,
+)
 from slimtorch.core.dispatch import check_backend, choose_backend
 from slimtorch.core.modules import dense_linear
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import (
     check_block_size,
     check_bsr_structure,
+    check_meta_24,
+    check_permutation,
     compress_24,
     decompress_24,
     from_bsr,
@@ -55,6 +64,7 @@ KERNELS_24: tuple[str, ...] = ("triton", "cuda", "torch")
 
 
 def _linear_input(x: torch.Tensor, in_features: int) -> torch.Tensor:
+    check_tensor(x, "x")
     if x.dim() == 0 or x.shape[-1] != in_features:
         raise ValueError(f"x: expected shape (*, {in_features}), got {tuple(x.shape)}")
     return x.reshape(-1, in_features)
@@ -84,6 +94,14 @@ def _adopt_incoming_shapes(
             module._buffers[name] = fresh
 
 
+def _check_loaded_floats(module: nn.Module, state_dict: dict, prefix: str, shapes: dict[str, tuple]) -> None:
+    """Stored float tensors (values, bias): a float dtype (never cast from integers), the shape, finite."""
+    for name, shape in shapes.items():
+        if prefix + name in state_dict:
+            t = check_tensor(state_dict[prefix + name], prefix + name, shape=shape, dtype=FLOAT_DTYPES)
+            check_finite(t, prefix + name)
+
+
 def _copy_linear_bias(layer: nn.Module, linear: nn.Linear) -> None:
     if linear.bias is not None:
         layer.bias.data.copy_(linear.bias.detach())
@@ -104,6 +122,8 @@ class _CompressedLinear(nn.Module):
 
     def __init__(self, in_features, out_features, bias, activation, device, dtype):
         super().__init__()
+        check_positive_int(in_features, "in_features")
+        check_positive_int(out_features, "out_features")
         check_choice(activation, "activation", ACTIVATIONS)
         self.in_features, self.out_features, self.activation = in_features, out_features, activation
         if bias:
@@ -257,6 +277,14 @@ class SparseLinear24(_CompressedLinear):
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Validate before copying (copy_ would cast a float meta, and a meta naming one column twice
+        or a perm that is not a permutation would make the reference and the kernels disagree)."""
+        n, k = self.out_features, self.in_features
+        _check_loaded_floats(self, state_dict, prefix, {"values": (n, k // 2), "bias": (n,)})
+        if prefix + "meta" in state_dict:
+            check_meta_24(state_dict[prefix + "meta"], n, k, prefix + "meta")
+        if state_dict.get(prefix + "perm") is not None:
+            check_permutation(state_dict[prefix + "perm"], k, prefix + "perm")
         _adopt_incoming_shapes(self, state_dict, prefix, ("perm",), optional=True)
         self.invalidate_caches()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -433,6 +461,20 @@ class BlockSparseLinear(_CompressedLinear):
         return bsr_mm(x, self.crow_indices, self.col_indices, self.values, self.bias, self.activation)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        bs, n = self.block_size, self.out_features
+        for name in ("crow_indices", "col_indices"):  # checked before copy_ could cast them
+            if prefix + name in state_dict:
+                check_tensor(state_dict[prefix + name], prefix + name, ndim=1, dtype=torch.int32)
+        _check_loaded_floats(self, state_dict, prefix, {"bias": (n,)})
+        if prefix + "values" in state_dict:
+            _check_loaded_floats(self, state_dict, prefix, {"values": (None, bs, bs)})
+            nnz = state_dict[prefix + "values"].shape[0]
+            cols = state_dict.get(prefix + "col_indices")
+            if cols is not None and cols.shape[0] != nnz:
+                raise ValueError(f"{prefix}col_indices: expected nnz={nnz} entries (as values), got {cols.shape[0]}")
+        crow, col = state_dict.get(prefix + "crow_indices"), state_dict.get(prefix + "col_indices")
+        if crow is not None and col is not None:  # before loading: a bad structure leaves the layer as it was
+            check_bsr_structure(crow, col, n // bs, self.in_features // bs)
         _adopt_incoming_shapes(self, state_dict, prefix, ("col_indices", "values"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         check_bsr_structure(

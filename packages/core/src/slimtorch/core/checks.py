@@ -22,6 +22,7 @@ ShapeSpec = Sequence["int | str | None"]
 
 # The activation dtypes every slimtorch kernel takes (fp32 accumulation throughout).
 KERNEL_DTYPES: tuple[torch.dtype, ...] = (torch.float16, torch.bfloat16, torch.float32)
+FLOAT_DTYPES: tuple[torch.dtype, ...] = (*KERNEL_DTYPES, torch.float64)
 
 
 def _fmt_dtypes(dtypes: Iterable[torch.dtype]) -> str:
@@ -143,3 +144,29 @@ def check_finite(t: torch.Tensor, name: str) -> None:
     if not bool(torch.isfinite(t).all()):
         bad = (~torch.isfinite(t)).nonzero()[0].tolist()
         raise ValueError(f"{name}: expected finite values, found {t[tuple(bad)].item()} at index {bad}")
+
+
+def check_range(t: torch.Tensor, name: str, *, low: float | None = None, high: float | None = None) -> None:
+    """Every value of ``t`` in [low, high] (None: unbounded; NaN fails). Reads the data: for
+    loaded or user-built structures, not per call of a kernel."""
+    if not t.numel():
+        return
+    values = t.detach()
+    ok = torch.ones_like(values, dtype=torch.bool)
+    if low is not None:
+        ok &= values >= low
+    if high is not None:
+        ok &= values <= high
+    if not bool(ok.all()):
+        bad = (~ok).nonzero()[0].tolist()
+        want = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ValueError(f"{name}: expected values in {want}, found {values[tuple(bad)].item()} at index {bad}")
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """A size: a Python int (not bool) >= 1 (zero-size layers are refused at construction)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return value

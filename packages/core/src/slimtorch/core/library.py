@@ -11,6 +11,10 @@ gives ``int4_mm``, a custom op (schema inferred from the annotations) whose body
    rule: CUDA tensors, or CPU tensors under ``SLIMTORCH_BACKEND=triton`` in the interpreter), else
    the reference.
 
+``row_input="x"`` declares a row-shaped op (x (M, K) → out (M, N)): the NaN/Inf policy of
+:mod:`slimtorch.core.reference` (a non-finite x row gives an all-NaN out row) is applied to the
+kernel's output, so kernels that skip weights agree with their references.
+
 The reference is named by a string and looked up in the launcher's module at first use, so the
 file keeps the conventional order (launcher above, reference at the bottom). Unless ``fake`` is
 given, the reference itself serves as the fake (meta) implementation: it is pure torch, so on
@@ -31,6 +35,7 @@ from typing import Any
 import torch
 
 from slimtorch.core.dispatch import Backend, use_kernel
+from slimtorch.core.reference import nonfinite_rows_to_nan
 
 
 def _resolve(fn_or_name: Callable[..., Any] | str, module_name: str) -> Callable[..., Any]:
@@ -51,6 +56,7 @@ def kernel_op(
     fake: Callable[..., Any] | None = None,
     backend: Backend = "triton",
     mutates_args: tuple[str, ...] = (),
+    row_input: str | None = None,
 ) -> Callable[[Callable[..., Any]], Any]:
     """Decorator: launcher -> ``torch.library`` custom op ``qualname`` ("namespace::name")."""
     if "::" not in qualname:
@@ -60,14 +66,20 @@ def kernel_op(
         module_name = launcher.__module__
         signature = inspect.signature(launcher)
         get_reference = functools.cache(lambda: _resolve(reference, module_name))
+        if row_input is not None and row_input not in signature.parameters:
+            raise ValueError(f"row_input: {launcher.__name__} has no argument {row_input!r}")
 
         @functools.wraps(launcher)
         def dispatching(*args: Any, **kwargs: Any) -> Any:
             if check is not None:
                 check(*args, **kwargs)
-            if use_kernel(backend, *args, *kwargs.values()):
-                return launcher(*args, **kwargs)
-            return get_reference()(*args, **kwargs)
+            if not use_kernel(backend, *args, *kwargs.values()):
+                return get_reference()(*args, **kwargs)
+            out = launcher(*args, **kwargs)
+            if row_input is not None:
+                x = signature.bind(*args, **kwargs).arguments[row_input]
+                out = nonfinite_rows_to_nan(x, out)
+            return out
 
         op = torch.library.custom_op(qualname, dispatching, mutates_args=mutates_args)
 

@@ -33,6 +33,7 @@ __all__ = [
     "odd_sizes",
     "poison_",
     "randn",
+    "rel_bound",
     "rel_error",
     "sqnr",
 ]
@@ -48,6 +49,35 @@ REL_BOUND: dict[torch.dtype, float] = {
     torch.float16: 4e-3,
     torch.bfloat16: 2e-2,
 }
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """u = eps / 2: the relative error of rounding one value to ``dtype``."""
+    return torch.finfo(dtype).eps / 2
+
+
+def rel_bound(dtype: torch.dtype, k: int, *, device: torch.device | str = "cpu", c: float = 3.0) -> float:
+    """‖out − ref‖/‖ref‖ bound for a K-long fp32-accumulated dot product computed from ``dtype``
+    operands against a float64 reference, derived instead of fixed:
+
+        c · (√K · u_fp32 + 2 · u_dtype)
+
+    √K · u_fp32: the accumulation (rounding errors of a K-term sum grow like a random walk);
+    2 · u_dtype (fp16/bf16 only): the decoded weight and the output each rounded to ``dtype`` once.
+    fp32 on a CUDA device adds the tf32 operand rounding (u = 2⁻¹¹), Triton's default for fp32 dots.
+    For fp32 on CPU this is ~1e-6 at K = 64 and ~1e-5 at K = 4096, so a kernel that rounds an
+    intermediate (a decoded weight, a scale) to fp16 (u = 4.9e-4) fails; :data:`REL_BOUND` is
+    the looser fixed table for whole-model comparisons.
+    """
+    if k < 0:
+        raise ValueError(f"k: expected a non-negative reduction length, got {k}")
+    u32 = unit_roundoff(torch.float32)
+    operand = 0.0 if dtype in (torch.float32, torch.float64) else 2 * unit_roundoff(dtype)
+    if dtype == torch.float32 and torch.device(device).type == "cuda":
+        operand = 2.0**-11
+    if dtype == torch.float64:
+        return c * (max(k, 1) ** 0.5 * unit_roundoff(torch.float64))
+    return c * (max(k, 1) ** 0.5 * u32 + operand)
 
 
 def default_device() -> str:
