@@ -80,30 +80,93 @@ SMEM_RESERVED_PER_CTA = 1024
 MAX_WARPS_PER_SM = 64
 MAX_CTAS_PER_SM = 32
 
-# The CI gate (tests/core/test_sass.py): per budget key (family op regime), today's measured
-# values with a small margin — a rewrite must not regress them. The issue's targets, which the
-# kernel work is to reach, are noted beside them (``target_*``), not enforced.
+# The one budget table: per key (family op regime kernel), today's values with a small margin, so a rewrite
+# cannot regress them. CI (tests/core/test_sass.py) gates a representative subset; the full report lists every
+# row outside its budget.
 BUDGETS: dict[str, dict[str, float]] = {
-    # measured 2026-12-01 (best config; triton 3.9 / 3.6): 8.56 / 9.04 instr per weight, ceiling 0.52 / 0.49,
-    # 210 / 128 registers (220 with the single-launch split-K epilogue in progress; 2 CTAs/SM up to 255)
-    "quant int4-g128 gemv": {
+    # Set 2026-12-01 from benchmarks/static/sm_90a.json (triton 3.9; the gated rows also with 3.6): the worst
+    # best-config row over the report's shapes, +6% instructions, -7% ceiling, +8% registers. ``target_*`` are
+    # the issue's goals, recorded here and not enforced.
+    "quant int4-g128 gemv _dequant_mm_kernel": {  # 8.56 (3.6: 9.04) instr/weight, ceiling 0.52 (0.49), 214 regs
         "max_instr_per_weight": 9.5,
         "min_static_ceiling": 0.46,
         "max_regs": 232,
-        "target_max_instr_per_weight": 2.5,  # the issue's target
-        "target_min_static_ceiling": 0.85,  # the issue's target: >= 85% of HBM
+        "target_max_instr_per_weight": 2.5,
+        "target_min_static_ceiling": 0.85,  # of HBM
     },
-    # measured: 11.5 instr per dense-equivalent weight, ceiling 0.79, 128 registers (CUDA cores, no MMA)
-    "sparse 2:4 gemv": {
+    "quant int4-g128 gemm _dequant_mm_kernel": {
+        "max_instr_per_weight": 11.1,
+        "min_static_ceiling": 0.53,
+        "max_regs": 184,
+    },
+    "quant int8 gemv _dequant_mm_kernel": {"max_instr_per_weight": 5.0, "min_static_ceiling": 0.93, "max_regs": 120},
+    "quant int8 gemm _dequant_mm_kernel": {"max_instr_per_weight": 6.9, "min_static_ceiling": 0.93, "max_regs": 136},
+    "quant w8a8 gemv _int8_mm_kernel": {"max_instr_per_weight": 1.3, "min_static_ceiling": 0.93, "max_regs": 224},
+    "quant w8a8 gemm _int8_mm_kernel": {"max_instr_per_weight": 1.3, "min_static_ceiling": 0.93, "max_regs": 216},
+    "quant ternary-2bit gemv _dequant_mm_kernel": {
+        "max_instr_per_weight": 9.8,
+        "min_static_ceiling": 0.21,
+        "max_regs": 224,
+    },
+    "quant ternary-2bit gemm _dequant_mm_kernel": {
+        "max_instr_per_weight": 12.3,
+        "min_static_ceiling": 0.37,
+        "max_regs": 184,
+    },
+    "quant binary-1bit gemv _dequant_mm_kernel": {
+        "max_instr_per_weight": 5.3,
+        "min_static_ceiling": 0.19,
+        "max_regs": 184,
+    },
+    "quant binary-1bit gemm _dequant_mm_kernel": {
+        "max_instr_per_weight": 9.9,
+        "min_static_ceiling": 0.63,
+        "max_regs": 184,
+    },
+    "quant codebook-4bit gemv _dequant_mm_kernel": {
+        "max_instr_per_weight": 8.2,
+        "min_static_ceiling": 0.48,
+        "max_regs": 88,
+    },
+    "quant codebook-4bit gemm _dequant_mm_kernel": {
+        "max_instr_per_weight": 12.2,
+        "min_static_ceiling": 0.54,
+        "max_regs": 184,
+    },
+    "sparse 2:4 gemv _sparse24_gemv_kernel": {  # 11.5 instr/weight, ceiling 0.79 (3.6: 0.85), 128 regs, CUDA cores
         "max_instr_per_weight": 12.5,
         "min_static_ceiling": 0.72,
-        "max_regs": 136,
-        "target_min_static_ceiling": 0.80,  # the issue's target: >= 80% of HBM
+        "max_regs": 144,
+        "target_min_static_ceiling": 0.80,  # of HBM
     },
-    # measured: 59.6 instr per output (every instruction once: an upper bound), ceiling 0.60, 102 registers (132 on 3.6)
-    "convops depthwise conv": {"max_instr_per_output": 66.0, "min_static_ceiling": 0.54, "max_regs": 140},
-    # measured: 47.0 instr per output, ceiling 0.75, 64 registers
-    "convops channel_shuffle conv": {"max_instr_per_output": 52.0, "min_static_ceiling": 0.68, "max_regs": 72},
+    "sparse 2:4 gemv _sparse24_mm_kernel": {"max_instr_per_weight": 10.7, "min_static_ceiling": 0.84, "max_regs": 184},
+    # the tile kernel spills (30 STL/LDL, 255 regs) at M >= 256 in its best config: outside budget until fixed
+    "sparse 2:4 gemm _sparse24_mm_kernel": {"max_instr_per_weight": 14.3, "min_static_ceiling": 0.52, "max_regs": 255},
+    "sparse bsr-50% gemv _bsr_mm_kernel": {"max_instr_per_weight": 2.2, "min_static_ceiling": 0.93, "max_regs": 56},
+    "sparse bsr-50% gemm _bsr_mm_kernel": {"max_instr_per_weight": 2.7, "min_static_ceiling": 0.93, "max_regs": 64},
+    # instr/output counts every instruction once (an upper bound). The worst layers (C58, C72: channel counts that
+    # are no multiple of 16) reach 139 instr/output and a 0.25 ceiling; the gated C144 layer 59.6 and 0.59.
+    "convops depthwise conv _depthwise_fwd_kernel": {
+        "max_instr_per_output": 147.9,
+        "min_static_ceiling": 0.23,
+        "max_regs": 144,
+    },
+    # several configs spill (up to 311 STL/LDL); the best config for ShuffleNet's 58->58 spills (50, 255 regs)
+    "convops pointwise conv _pointwise_fwd_kernel": {
+        "max_instr_per_output": 126.6,
+        "min_static_ceiling": 0.28,
+        "max_regs": 255,
+    },
+    "convops channel_shuffle conv _channel_gather_kernel": {
+        "max_instr_per_output": 52.0,
+        "min_static_ceiling": 0.68,
+        "max_regs": 72,
+    },
+    "convops shuffle_concat conv _channel_gather_kernel": {
+        "max_instr_per_output": 63.9,
+        "min_static_ceiling": 0.54,
+        "max_regs": 88,
+    },
 }
 
 # Weight elements one loop iteration of one program covers, for kernels not shaped BLOCK_K × BLOCK_N.
@@ -382,7 +445,7 @@ def triton_row(case, launch: TritonLaunch, info: dict, primary: bool) -> dict[st
         "arch": ARCH_NAME,
         "primary": primary,
         "regime": case.regime,
-        "budget_key": f"{case.name} {case.regime}",
+        "budget_key": f"{case.name} {case.regime} {launch.name}",
         "grid": list(launch.grid),
         "programs": launch.programs,
         "warps": warps,
@@ -421,7 +484,7 @@ def cuda_row(case, launch: CudaLaunch, info: dict) -> dict[str, Any]:
         "arch": ARCH_NAME,
         "primary": True,
         "regime": case.regime,
-        "budget_key": f"{case.name} {case.regime}",
+        "budget_key": f"{case.name} {case.regime} {launch.name}",
         "grid": list(launch.grid),
         "programs": math.prod(launch.grid),
         "warps": warps,
@@ -552,6 +615,13 @@ def _cuda_source_path(filename: str) -> Path:
 # ----------------------------------------------------------------------------- budgets
 
 
+def budget_key(row: dict) -> str:
+    """The BUDGETS key of a row: "family op regime kernel-function"."""
+    if all(row.get(k) for k in ("family", "op", "regime", "function")):
+        return f"{row['family']} {row['op']} {row['regime']} {row['function']}"
+    return row.get("budget_key", "")
+
+
 def check_budgets(rows: Iterable[dict], budgets: dict[str, dict[str, float]] = BUDGETS) -> list[str]:
     """Violations: any spill in any row; for rows marked best whose budget key has a budget, each
     limit. Returns messages (empty = within budget)."""
@@ -563,7 +633,7 @@ def check_budgets(rows: Iterable[dict], budgets: dict[str, dict[str, float]] = B
             continue
         if row.get("spills"):
             problems.append(f"{where}: {row['spills']} local-memory (spill) instructions")
-        budget = budgets.get(row.get("budget_key", ""))
+        budget = budgets.get(budget_key(row))
         if not budget or not row.get("best"):
             continue
         for field_name, limit, worse in (
@@ -574,7 +644,7 @@ def check_budgets(rows: Iterable[dict], budgets: dict[str, dict[str, float]] = B
         ):
             value = row.get(field_name)
             if limit is not None and value is not None and worse(value, limit):
-                problems.append(f"{where}: {field_name} {value} outside its budget {limit} ({row['budget_key']})")
+                problems.append(f"{where}: {field_name} {value} outside its budget {limit} ({budget_key(row)})")
     return problems
 
 
@@ -618,11 +688,12 @@ def _versions(rows: list[dict]) -> str:
     return ", ".join(sorted({str(r["triton"]) for r in rows if r.get("triton")})) or triton.__version__
 
 
-def markdown(rows: list[dict], title: str) -> str:
+def markdown(rows: list[dict], title: str, note: str = "") -> str:
     """Summary (best config per kernel × shape) then every error."""
     lines = [
         f"# {title}",
         "",
+        *([note, ""] if note else []),
         f"Generated by `python -m slimtorch.core.sass` with triton {_versions(rows)} for {ARCH_NAME}; "
         "method and models in the module docstring of `slimtorch/core/sass.py`. One line per kernel and shape: "
         "the autotune config with the best static ceiling (every config is in the JSON). "
@@ -676,11 +747,11 @@ def markdown(rows: list[dict], title: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], out: Path, stem: str = ARCH_NAME) -> dict[str, Path]:
+def write(rows: list[dict], out: Path, stem: str = ARCH_NAME, note: str = "") -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{stem}.json", "md": out / f"{stem}.md"}
     paths["json"].write_text(json.dumps(rows, indent=1, default=str) + "\n")
-    paths["md"].write_text(markdown(rows, f"Static SASS report ({ARCH_NAME}, triton {_versions(rows)})"))
+    paths["md"].write_text(markdown(rows, f"Static SASS report ({ARCH_NAME}, triton {_versions(rows)})", note))
     return paths
 
 
@@ -697,10 +768,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 when a row is outside its budget")
     parser.add_argument("--results", type=Path, default=Path("benchmarks/results"), help="GPU autotune choices")
     parser.add_argument("--merge", nargs="+", type=Path, help="only merge these JSON reports into <out>/<stem>")
+    parser.add_argument("--note", default="", help="a paragraph for the top of the markdown (what was run)")
     args = parser.parse_args(argv)
     if args.merge:
-        rows = [row for path in args.merge for row in json.loads(path.read_text())]
-        paths = write(rows, args.out, args.stem)
+        rows, seen = [], set()
+        for path in args.merge:  # reports of several runs; the .cu rows appear in each: keep one
+            for row in json.loads(path.read_text()):
+                key = (row.get("kernel"), row.get("shape"), json.dumps(row.get("config"), sort_keys=True))
+                if key not in seen:
+                    seen.add(key)
+                    rows.append({**row, "budget_key": budget_key(row)} if "budget_key" in row else row)
+        paths = write(rows, args.out, args.stem, args.note)
         print(f"merged {len(rows)} rows -> {paths['json']}, {paths['md']}")
         return 0
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -713,7 +791,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.time()
     rows = report(cases, with_cuda_sources=not args.filter or args.cuda_sources)
     mark_gpu_choices(rows, args.results)
-    paths = write(rows, args.out, args.stem)
+    paths = write(rows, args.out, args.stem, args.note)
     problems = check_budgets(rows)
     print(f"{len(rows)} rows from {len(cases)} cases in {time.time() - start:.0f}s -> {paths['json']}, {paths['md']}")
     for p in problems:
