@@ -28,9 +28,11 @@ def test_every_family_has_a_row(rows):
     families += ("block-circulant", "KD (T=4)", "labels only", "Deep Compression", "KD student + prune + int8")
     for wanted in families:
         assert any(wanted in m for m in methods), wanted
-    assert all(r.status in ("ok", "pending") for r in rows), [(r.method, r.note) for r in rows if r.status == "error"]
+    assert all(r.status in ("ok", "pending", "n/a") for r in rows), [
+        (r.method, r.note) for r in rows if r.status == "error"
+    ]
     for r in rows:
-        if r.status == "pending":  # never a number for what has not landed
+        if r.status != "ok":  # never a number for what has not landed or does not apply
             assert r.top1 is None and r.disk_bytes is None and r.note
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +35,8 @@ from slimtorch.compress import container, tasks
 from slimtorch.core import bench
 
 DEMO_MODELS = ("lenet300_100", "lenet5")
+QUANT_ROWS = ("int8", "int4-g32", "ternary", "codebook-4bit")
+STRUCTURED_ROWS = ("low-rank", "block-circulant")
 
 
 @dataclass
@@ -48,7 +49,7 @@ class DemoRow:
     disk_bytes: int | None
     flops: int | None
     latency_ms: float | None
-    status: str = "ok"  # ok | pending | error
+    status: str = "ok"  # ok | pending (not landed) | n/a (not applicable to this model) | error
     note: str = ""
 
 
@@ -205,40 +206,38 @@ class Measure:
         )
 
 
-def pending(model: str, method: str, why: str) -> DemoRow:
-    return DemoRow(model, method, None, None, None, None, None, None, status="pending", note=why)
+def pending(model: str, method: str, why: str, status: str = "pending") -> DemoRow:
+    """A row with no numbers: "pending" (not landed / not installed) or "n/a" (not applicable)."""
+    return DemoRow(model, method, None, None, None, None, None, None, status=status, note=why)
 
 
 # ----------------------------------------------------------------------------- the methods
 
 
 def _registry_rows(measure: Measure, baseline: nn.Module) -> list[DemoRow]:
+    """The quant formats and every low-rank / block-circulant conversion of core's registry, post-training."""
     from slimtorch.core.registry import available_conversions
 
-    wanted = {
-        "quant": ("int8", "int4-g32", "ternary", "codebook-4bit"),
-        "structured": None,  # every low-rank / block-circulant conversion registered
-    }
     entries = {e.name: e for e in available_conversions(measure.device)}
-    rows = []
-    for name in wanted["quant"]:
-        if name not in entries:
+    rows, chosen = [], []
+    for name in QUANT_ROWS:
+        if name in entries:
+            chosen.append(entries[name])
+        else:
             rows.append(pending(measure.model_name, name, "slimtorch-quant conversion not registered"))
-    structured = [e for e in entries.values() if e.family == "structured"]
-    for label in ("low-rank", "block-circulant"):
-        if not any(e.name.startswith(label) for e in structured):
-            rows.append(pending(measure.model_name, label, "slimtorch-structured not installed / not registered"))
-    chosen = [entries[n] for n in wanted["quant"] if n in entries] + [
-        e for e in structured if e.name.startswith(("low-rank", "block-circulant"))
-    ]
+    for prefix in STRUCTURED_ROWS:
+        found = [e for e in entries.values() if e.family == "structured" and e.name.startswith(prefix)]
+        chosen += found
+        if not found:
+            rows.append(pending(measure.model_name, prefix, "slimtorch-structured not installed / not registered"))
     for entry in chosen:
         try:
             report = entry.convert(copy.deepcopy(baseline).eval())
-            converted = len(report.converted)
-            note = f"{converted} layers converted, {len(report.skipped)} left alone (post-training)"
-            if converted == 0:
-                rows.append(pending(measure.model_name, entry.name, "no layer of this model is eligible"))
+            if not report.converted:
+                why = "no layer of this model is eligible: " + "; ".join(sorted(set(report.skipped.values())))[:100]
+                rows.append(pending(measure.model_name, entry.name, why, status="n/a"))
                 continue
+            note = f"{len(report.converted)} layers converted, {len(report.skipped)} left alone (post-training)"
             rows.append(measure.row(entry.name, report.model, note=note))
         except Exception as err:  # a conversion that fails is reported, not fatal
             rows.append(DemoRow(measure.model_name, entry.name, *[None] * 6, status="error", note=str(err)[:120]))
@@ -446,7 +445,3 @@ def write_demo(rows: Sequence[DemoRow], out_dir: str | Path, *, device: torch.de
         header + format_table(rows),
         lambda png: plot_rows(rows, png, f"accuracy against size, {env.device_name}"),
     )
-
-
-def rows_are_finite(rows: Sequence[DemoRow]) -> bool:
-    return all(r.status != "ok" or all(math.isfinite(v) for v in (r.top1, r.latency_ms)) for r in rows)
