@@ -25,7 +25,7 @@ def gate(tmp_path_factory):
     env = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("TRITON_INTERPRET", "SLIMTORCH_FORCE_TRITON", "SLIMTORCH_BACKEND")
+        if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")
     }
     cmd = [sys.executable, "-m", "slimtorch.core.sass", "--out", str(out), "--cuda-sources", "--filter", *GATED]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

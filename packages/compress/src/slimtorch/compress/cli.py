@@ -275,8 +275,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
     except ImportError:
         print("triton: not installed")
     print("slimtorch packages:", ", ".join(import_all_packages()))
-    for var in ("SLIMTORCH_FORCE_TRITON", "TRITON_INTERPRET", "SLIMTORCH_REFERENCE_ONLY"):
+    for var in ("SLIMTORCH_BACKEND", "TRITON_INTERPRET"):
         print(f"{var}={os.environ.get(var, '')}")
+    from slimtorch.core.dispatch import preferred_backend
+
+    print(f"backend preference: {preferred_backend()} (core's backend rule; auto = GPU kernels on CUDA, references on CPU)")
     return 0
 
 

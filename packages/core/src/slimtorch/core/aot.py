@@ -168,7 +168,7 @@ def compile_all(specs: Iterable[KernelSpec], arch: int = 90) -> int:
 def check_compiles(specs_file: str | Path, *, arch: int = 90, quick: bool = True, timeout: int = 900) -> str:
     """Compile a package's specs in a fresh interpreter without TRITON_INTERPRET (for tests);
     raises AssertionError with the compiler's message on failure, returns the summary line."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SLIMTORCH_FORCE_TRITON")}
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")}
     cmd = [sys.executable, "-m", "slimtorch.core.aot", str(specs_file), "--arch", str(arch)]
     run = subprocess.run(
         [*cmd, *([] if quick else ["--all"])], env=env, capture_output=True, text=True, timeout=timeout
