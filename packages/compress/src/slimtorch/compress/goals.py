@@ -54,9 +54,9 @@ def deep_compression_goal(name: str, seed: int, task, progress: bool) -> dict:
     }
 
 
-def distillation_goal(seed: int, task, progress: bool) -> dict:
+def distillation_goal(seed: int, task, progress: bool, teacher_name: str = "lenet300_100") -> dict:
     torch.manual_seed(seed)
-    teacher = tasks.lenet300_100()
+    teacher = BUILDERS[teacher_name]()
     tasks.train(teacher, task, EPOCHS, seed=seed, progress=progress, desc=f"teacher seed {seed}")
     torch.manual_seed(seed + 1000)
     student = tasks.lenet300_100(width=0.5)
@@ -67,6 +67,7 @@ def distillation_goal(seed: int, task, progress: bool) -> dict:
     Distiller(kd_student, teacher, cfg).fit(task, progress=progress)
     return {
         "seed": seed,
+        "teacher_model": teacher_name,
         "teacher": tasks.evaluate(teacher, task),
         "labels_only": tasks.evaluate(student, task),
         "kd": tasks.evaluate(kd_student, task),
@@ -78,15 +79,18 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default="goal-results")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--kd-teacher", choices=sorted(BUILDERS), default="lenet300_100")
+    parser.add_argument("--only", choices=("all", "kd", "dc"), default="all")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     task = tasks.digits_task()
     start = time.perf_counter()
     dc, kd = [], []
     for s in seeds:  # one line per finished run, so a long run shows its progress
-        kd.append(distillation_goal(s, task, not args.no_progress))
-        print(json.dumps(kd[-1]), flush=True)
-        for n in BUILDERS:
+        if args.only != "dc":
+            kd.append(distillation_goal(s, task, not args.no_progress, args.kd_teacher))
+            print(json.dumps(kd[-1]), flush=True)
+        for n in BUILDERS if args.only != "kd" else ():
             dc.append(deep_compression_goal(n, s, task, not args.no_progress))
             print(json.dumps(dc[-1]), flush=True)
     lines = [
@@ -95,6 +99,8 @@ def main(argv=None) -> None:
     ]
     for name in BUILDERS:
         rs = [r for r in dc if r["model"] == name]
+        if not rs:
+            continue
         mean = {
             k: statistics.mean(r[k] for r in rs)
             for k in ("top1_fp32", "top1_dc", "delta_points", "ratio_huffman", "ratio_ans")
@@ -108,7 +114,7 @@ def main(argv=None) -> None:
         lines.append(
             f"| seed {r['seed']} | {100 * r['teacher']:.2f} | {100 * r['labels_only']:.2f} | {100 * r['kd']:.2f} |"
         )
-    mean = {k: statistics.mean(r[k] for r in kd) for k in ("teacher", "labels_only", "kd")}
+    mean = {k: statistics.mean(r[k] for r in kd) if kd else float("nan") for k in ("teacher", "labels_only", "kd")}
     lines.append(f"| mean | {100 * mean['teacher']:.2f} | {100 * mean['labels_only']:.2f} | {100 * mean['kd']:.2f} |")
     table = "\n".join(lines) + f"\n\n{len(seeds)} seeds, {time.perf_counter() - start:.0f} s\n"
     print(table)
