@@ -62,3 +62,16 @@ def check_exact(model, x, bound=2e-6, **options):
 @pytest.fixture
 def exact():
     return check_exact
+
+
+@pytest.fixture(autouse=True)
+def references_and_one_thread():
+    """Whole models on CPU: convops layers through their references (kernels are tested in
+    tests/convops), one intra-op thread per test process (tests/zoo/conftest.py explains why)."""
+    from slimtorch.core import reference_only
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with reference_only():
+        yield
+    torch.set_num_threads(previous)

@@ -30,7 +30,6 @@ filters. Ratios and rounding apply per group.
 from __future__ import annotations
 
 import operator
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -235,7 +234,7 @@ class PruneGroup:
 
     index: int
     classes: list[int]
-    members: dict[int, list[int]]
+    members: dict[int, np.ndarray]
     places: tuple[tuple[str, str], ...]
     multiplicity: int = 1
 
@@ -348,38 +347,57 @@ class ChannelGraph:
             record = self.records.get(name)
             if record is not None and "out" in record.slots:
                 self.freeze(record.slots["out"], f"{name} is in ignored_layers")
-        find = self.uf.find
+        root = np.asarray(self.uf.parent, dtype=np.int64)
+        while True:  # path halving to the fixed point: root[i] is the class of id i
+            nxt = root[root]
+            if np.array_equal(nxt, root):
+                break
+            root = nxt
         frozen_roots: dict[int, str] = {}
-        for i, reason in self.frozen.items():
-            frozen_roots.setdefault(find(i), reason)
-        members: dict[int, set[int]] = defaultdict(set)
-        places: dict[int, set[tuple[str, str]]] = defaultdict(set)
-        count: dict[tuple[int, str, str], int] = defaultdict(int)
+        if self.frozen:
+            ids = np.fromiter(self.frozen.keys(), dtype=np.int64, count=len(self.frozen))
+            reasons = list(self.frozen.values())
+            for r, k in zip(root[ids].tolist(), range(len(reasons)), strict=True):
+                frozen_roots.setdefault(r, reasons[k])
+        order = np.argsort(root, kind="stable")
+        sorted_roots = root[order]
+        starts = np.concatenate([[0], np.flatnonzero(np.diff(sorted_roots)) + 1])
+        members_of = dict(zip(sorted_roots[starts].tolist(), np.split(order, starts[1:]), strict=True))
+        # every (class, place) pair, vectorised: places[k] = (module, slot)
+        slots: list[tuple[str, str]] = []
+        pair_r, pair_k, pair_c = [], [], []
         for record in self.records.values():
             for slot, ids in record.slots.items():
-                for i in np.unique(ids).tolist():
-                    if i < 0:
-                        continue
-                    root = find(i)
-                    members[root].add(i)
-                    places[root].add((record.name, slot))
-                for i in ids.ravel().tolist():
-                    if i >= 0 and slot != "in":
-                        count[(find(i), record.name, slot)] += 1
-        by_places: dict[tuple, list[int]] = defaultdict(list)
-        for root, where in places.items():
-            by_places[tuple(sorted(where))].append(root)
-        for where, roots in by_places.items():
-            multiplicity = max(
-                (count.get((roots[0], m, s), 0) for m, s in where if s != "in"),
-                default=1,
-            )
+                flat = ids.ravel()
+                uniq, counts = np.unique(root[flat[flat >= 0]], return_counts=True)
+                pair_r.append(uniq)
+                pair_k.append(np.full(len(uniq), len(slots), dtype=np.int64))
+                pair_c.append(counts if slot != "in" else np.zeros_like(counts))
+                slots.append((record.name, slot))
+        if not slots:
+            return
+        all_r, all_k, all_c = np.concatenate(pair_r), np.concatenate(pair_k), np.concatenate(pair_c)
+        # classes with the same set of places share a signature (xor of one random word per place)
+        words = np.random.default_rng(12345).integers(1, 2**62, size=len(slots), dtype=np.int64)
+        signature = np.zeros(len(root), dtype=np.int64)
+        np.bitwise_xor.at(signature, all_r, words[all_k])
+        by_root = np.argsort(all_r, kind="stable")
+        sorted_r = all_r[by_root]
+        classes = np.unique(all_r)
+        class_order = np.argsort(signature[classes], kind="stable")
+        sig_sorted = signature[classes][class_order]
+        bounds = np.flatnonzero(np.diff(sig_sorted)) + 1
+        for chunk in np.split(classes[class_order], bounds):
+            roots = sorted(chunk.tolist())
+            lo, hi = np.searchsorted(sorted_r, [roots[0], roots[0] + 1])
+            rep = by_root[lo:hi]
+            where = sorted(set(all_k[rep].tolist()))
             group = PruneGroup(
                 index=len(self.groups) + len(self.frozen_groups),
-                classes=sorted(roots),
-                members={r: sorted(members[r]) for r in roots},
-                places=where,
-                multiplicity=max(1, multiplicity),
+                classes=roots,
+                members={r: members_of[r] for r in roots},
+                places=tuple(slots[k] for k in where),
+                multiplicity=max(1, int(all_c[rep].max())),
             )
             reasons = [frozen_roots[r] for r in roots if r in frozen_roots]
             if reasons:
@@ -387,13 +405,9 @@ class ChannelGraph:
             else:
                 self.groups.append(group)
 
-    def removed_ids(self, removed_roots: set[int]) -> set[int]:
-        out: set[int] = set()
-        for group in self.groups:
-            for root in group.classes:
-                if root in removed_roots:
-                    out.update(group.members[root])
-        return out
+    def removed_ids(self, removed_roots: set[int]) -> np.ndarray:
+        parts = [g.members[r] for g in self.groups for r in g.classes if r in removed_roots]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
 
 
 # ------------------------------------------------------------------ the id-carrying interpreter
@@ -409,7 +423,7 @@ def _id_tensor(info: Info | None, shape: Sequence[int]) -> torch.Tensor:
     ids = torch.from_numpy(info.ids)
     order = np.argsort(info.dims)
     ids = ids.permute(*order.tolist()) if len(info.dims) > 1 else ids
-    return ids.reshape(view).expand(tuple(shape))
+    return ids.reshape(view).expand(tuple(shape)).contiguous()
 
 
 def _decode(t: torch.Tensor) -> Info | None:
@@ -632,17 +646,27 @@ class _Interp(torch.fx.Interpreter):
         if not ins:
             return None
 
+        joins = n.target in (torch.cat, torch.concat, torch.stack)
+
         def to_ids(a: Any) -> Any:
-            if isinstance(a, torch.fx.Node) and "_value_shape" in a.meta:
+            # tensors with channel ids become id tensors; others (indices) stay, except in a join
+            has_ids = isinstance(a, torch.fx.Node) and isinstance(self.infos.get(a.name), Info)
+            if isinstance(a, torch.fx.Node) and "_value_shape" in a.meta and (has_ids or joins):
                 return _id_tensor(self.infos.get(a.name), a.meta["_value_shape"])
             if isinstance(a, torch.fx.Node):
-                return self.env[a]
+                value = self.env[a]
+                return value.cpu() if isinstance(value, torch.Tensor) and value.device.type != "meta" else value
             return a
 
         args = _tree_map(to_ids, n.args)
         kwargs = _tree_map(to_ids, n.kwargs)
         fn = getattr(args[0], n.target) if n.op == "call_method" else n.target
-        result = fn(*args[1:], **kwargs) if n.op == "call_method" else fn(*args, **kwargs)
+        try:
+            result = fn(*args[1:], **kwargs) if n.op == "call_method" else fn(*args, **kwargs)
+        except Exception as err:
+            raise _Frozen(
+                f"{getattr(fn, '__name__', fn)}: channels could not be followed ({type(err).__name__})"
+            ) from err
         out = _tree_map(lambda t: _decode(t) if isinstance(t, torch.Tensor) else None, result)
         self.check_movement(n, ins, out)
         return out

@@ -22,6 +22,7 @@ overall, then rounds each group.
 from __future__ import annotations
 
 import dataclasses
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,15 +127,13 @@ class PruneConfig(ConversionConfig):
         return float(self.ratio.get("*", 0.0))
 
     def _select(self, graph: ChannelGraph, scores: Mapping[int, float]) -> set[int]:
-        def score(i: int) -> float:
-            try:
-                return float(scores[i])
-            except KeyError:
-                return 0.0
-
+        default = scores.default_factory() if isinstance(scores, defaultdict) else 0.0
+        dense = np.full(len(graph.uf.parent), default, dtype=np.float64)
+        if scores:
+            keys = np.fromiter(scores.keys(), dtype=np.int64, count=len(scores))
+            dense[keys] = np.fromiter(scores.values(), dtype=np.float64, count=len(scores))
         class_scores = {
-            g.index: np.array([sum(score(i) for i in g.members[r]) for r in g.classes], dtype=np.float64)
-            for g in graph.groups
+            g.index: np.array([dense[g.members[r]].sum() for r in g.classes], dtype=np.float64) for g in graph.groups
         }
         removed: set[int] = set()
         if self.global_ and not isinstance(self.ratio, Mapping):
@@ -193,7 +192,7 @@ class PrunePlan:
     def __init__(self, graph: ChannelGraph, removed_roots: set[int]) -> None:
         self.graph = graph
         self.removed_roots = removed_roots
-        self.removed = np.array(sorted(graph.removed_ids(removed_roots)), dtype=np.int64)
+        self.removed = graph.removed_ids(removed_roots)
         self.params_of: dict[str, list[ModuleRecord]] = {}
         self.notes: dict[str, str] = {}
         for record in graph.records.values():
@@ -262,7 +261,8 @@ def _prune_conv(record: ModuleRecord, keep_out, keep_in) -> tuple[nn.Module, str
     else:
         new_groups = g
         per_group = cin // g
-        local = in_idx[in_idx < per_group]  # the same positions in every group (tied in the graph)
+        in_np = np.arange(cin) if keep_in is None else keep_in
+        local = torch.as_tensor(in_np[in_np < per_group], device=dev)  # the same positions in every group (tied)
         weight = m.weight[out_idx][:, local]
     bias = None if m.bias is None else m.bias[out_idx]
     note = f"out {cout} -> {new_cout}, in {cin} -> {new_cin}" + (
