@@ -234,3 +234,15 @@ def goals(session: nox.Session) -> None:
     knowledge distillation against labels alone (not in CI; tens of minutes on 2 CPU cores)."""
     _install(session, ["slimtorch-compress", "slimtorch-quant"])
     session.run("python", "-m", "slimtorch.compress.goals", *session.posargs)
+
+
+@nox.session
+def bench_prune(session: nox.Session) -> None:
+    """Channel pruning side by side with Torch-Pruning on CPU (params, MACs, batch-8 latency, time
+    to prune) -> benchmarks/results/cpu/prune.*, then the full pruning walks (every zoo and every
+    torchvision classification model; CI runs a subset)."""
+    _install(session, ["slimtorch-compress", "slimtorch-zoo"])
+    session.install("torch-pruning", "torchvision")
+    session.run("python", "-m", "slimtorch.compress.bench_prune", *session.posargs)
+    env = {**CPU_TEST_ENV, "SLIMTORCH_PRUNE_FULL_WALK": "1"}
+    session.run("pytest", "tests/compress/prune", "-n", "2", "--durations=10", env=env)
