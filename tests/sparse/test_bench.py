@@ -30,7 +30,7 @@ def test_providers_are_correct_or_report_why():
         assert weight_bytes > 0
     assert providers["ours 2:4"][1] < providers["torch dense"][1] * 0.6  # half the values + 1/16 metadata
     # torch's semi-structured tensors and the CUDA kernel need a GPU: reported, not fatal.
-    with pytest.raises(Exception):  # noqa: B017  (whatever the backend raises without a GPU)
+    with pytest.raises(RuntimeError, match=r"original_tensor\.device= cpu is not supported! Only CUDA tensors"):
         _verify(providers["torch 2:4 cutlass"][0], x, fmt["dense"])()
     with pytest.raises(RuntimeError, match="wrong result"):
         _verify(lambda a: torch.zeros(3, 32, dtype=a.dtype), x, fmt["dense"])()

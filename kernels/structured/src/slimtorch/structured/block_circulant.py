@@ -52,7 +52,7 @@ from slimtorch.core.checks import KERNEL_DTYPES, check_choice, check_same_device
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import grouped_tile, m_bucket, store_output
 from slimtorch.core.library import kernel_op
-from slimtorch.core.reference import compute_dtype, linear_reference
+from slimtorch.core.reference import compute_dtype, linear_reference, nonfinite_rows_to_nan
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 
@@ -216,7 +216,12 @@ def _check_direct_mm(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
 # ----------------------------------------------------------------------------- launchers
 
 
-@kernel_op("slimtorch::block_circulant_fft_mm", reference="block_circulant_fft_mm_reference", check=_check_fft_mm)
+@kernel_op(
+    "slimtorch::block_circulant_fft_mm",
+    reference="block_circulant_fft_mm_reference",
+    check=_check_fft_mm,
+    row_input="x",
+)
 def block_circulant_fft_mm(
     x: torch.Tensor, spectrum: torch.Tensor, block_size: int, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
@@ -284,7 +289,10 @@ def dft_matrices(b: int, dtype: torch.dtype, device: torch.device) -> tuple[torc
 
 
 @kernel_op(
-    "slimtorch::block_circulant_direct_mm", reference="block_circulant_direct_mm_reference", check=_check_direct_mm
+    "slimtorch::block_circulant_direct_mm",
+    reference="block_circulant_direct_mm_reference",
+    check=_check_direct_mm,
+    row_input="x",
 )
 def block_circulant_direct_mm(
     x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None
@@ -493,4 +501,4 @@ def block_circulant_fft_mm_reference(
     y = torch.fft.irfft(torch.einsum("fij,mjf->mif", wf, xf), n=b, dim=-1).reshape(m, p * b)
     if bias is not None:
         y = y + bias.to(dt)
-    return y.to(x.dtype)
+    return nonfinite_rows_to_nan(x, y.to(x.dtype))  # core's NaN/Inf row policy

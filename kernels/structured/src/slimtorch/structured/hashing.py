@@ -130,7 +130,7 @@ def _check_hashed_mm(
     check_same_device(x=x, weight=weight, bias=bias)
 
 
-@kernel_op("slimtorch::hashed_mm", reference="hashed_mm_reference", check=_check_hashed_mm)
+@kernel_op("slimtorch::hashed_mm", reference="hashed_mm_reference", check=_check_hashed_mm, row_input="x")
 def hashed_mm(
     x: torch.Tensor,
     weight: torch.Tensor,
