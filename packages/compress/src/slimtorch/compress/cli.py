@@ -279,7 +279,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
         print(f"{var}={os.environ.get(var, '')}")
     from slimtorch.core.dispatch import preferred_backend
 
-    print(f"backend preference: {preferred_backend()} (core's backend rule; auto = GPU kernels on CUDA, references on CPU)")
+    rule = "core's backend rule; auto = GPU kernels on CUDA, references on CPU"
+    print(f"backend preference: {preferred_backend()} ({rule})")
     return 0
 
 
