@@ -62,7 +62,9 @@ def test_fold_bn_alone_keeps_outputs_and_removes_batchnorm():
     )
     assert report.converted["stem.0"] == "Conv2d -> Conv2d (folded stem.1)"
     assert report.converted["stem.1"] == "BatchNorm2d -> Identity (absorbed by stem.0)"
-    with pytest.raises(ValueError, match=r"stem.1: fuse_ folds BatchNorm running statistics; call model.eval\(\) first"):
+    with pytest.raises(
+        ValueError, match=r"stem.1: fuse_ folds BatchNorm running statistics; call model.eval\(\) first"
+    ):
         fuse_(copy.deepcopy(model).train())
 
 

@@ -63,7 +63,9 @@ def test_backend_argument_follows_the_core_rule():
         integer_shift(x, offsets, backend="cuda")
     with pytest.raises(ValueError, match=r"backend: integer_shift has no 'torch' kernel"):
         integer_shift(x, offsets, backend="torch")
-    with pytest.raises(ValueError, match=r"backend: expected one of \('auto', 'triton', 'cuda', 'torch', 'reference'\)"):
+    with pytest.raises(
+        ValueError, match=r"backend: expected one of \('auto', 'triton', 'cuda', 'torch', 'reference'\)"
+    ):
         integer_shift(x, offsets, backend="cpu")
 
 

@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -46,7 +47,9 @@ def test_the_eligibility_rule():
     assert conversion_source(linear) is linear and conversion_source(conv) is conv
     assert conversion_source(nn.ReLU()) is None
     skip = conversion_source(ShiftedConv(2, 3, 1))
-    assert isinstance(skip, Skip) and skip.reason == "ShiftedConv subclasses nn.Conv2d without declaring what it computes"
+    assert (
+        isinstance(skip, Skip) and skip.reason == "ShiftedConv subclasses nn.Conv2d without declaring what it computes"
+    )
     out_proj = nn.MultiheadAttention(8, 2).out_proj
     assert "MultiheadAttention reads its weight" in conversion_source(out_proj).reason
     declared = conversion_source(PlainWhenUnfused(2, 3, 1))
@@ -147,7 +150,7 @@ class FoldNext(ConversionConfig):
 
     def plan(self, model):
         names = [name for name, _ in model.named_children()]
-        return dict(zip(names, names[1:], strict=False))
+        return dict(itertools.pairwise(names))
 
     def convert_module(self, module, fqn, plan):
         if type(module) is nn.ReLU:

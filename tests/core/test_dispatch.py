@@ -71,15 +71,16 @@ def test_argument_beats_the_env_preference_and_reference_beats_everything(env):
 
 
 def test_unknown_or_missing_backends_are_named():
-    with pytest.raises(ValueError, match=r"backend: expected one of \('auto', 'triton', 'cuda', 'torch', 'reference'\)"):
+    with pytest.raises(
+        ValueError, match=r"backend: expected one of \('auto', 'triton', 'cuda', 'torch', 'reference'\)"
+    ):
         dispatch.choose_backend("opencl", ("triton",), torch.zeros(1))
     with pytest.raises(ValueError, match=r"backend: integer_shift has no 'torch' kernel; expected one of"):
         dispatch.check_backend("torch", ("triton", "cuda"), "integer_shift")
     with pytest.raises(ValueError, match=r"kind: expected one of"):
         dispatch.use_kernel("opencl", torch.zeros(1))
-    with pytest.raises(ValueError, match=r"backend: expected one of"):
-        with dispatch.use_backend("fast"):
-            pass
+    with pytest.raises(ValueError, match=r"backend: expected one of"), dispatch.use_backend("fast"):
+        pass
 
 
 def test_cuda_backend_without_cupy_names_the_extra(monkeypatch):
@@ -95,7 +96,9 @@ def test_cuda_backend_without_cupy_names_the_extra(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_cupy)
     from slimtorch.core.cuda import require_cupy
 
-    with pytest.raises(ImportError, match=r"needs CuPy, which is the optional \[cuda\] extra: pip install 'slimtorch-sparse\[cuda\]'"):
+    with pytest.raises(
+        ImportError, match=r"needs CuPy, which is the optional \[cuda\] extra: pip install 'slimtorch-sparse\[cuda\]'"
+    ):
         require_cupy()
 
 

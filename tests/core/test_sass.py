@@ -22,11 +22,7 @@ GATED = [
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory):
     out = tmp_path_factory.mktemp("sass")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")
-    }
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")}
     cmd = [sys.executable, "-m", "slimtorch.core.sass", "--out", str(out), "--cuda-sources", "--filter", *GATED]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     rows = json.loads((out / "sm_90a.json").read_text()) if (out / "sm_90a.json").is_file() else []

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from slimtorch.core import reference_only
+from slimtorch.core.metrics import sqnr
 from slimtorch.core.modules import GemmConv2d
 from slimtorch.core.registry import available_conversions
-from slimtorch.core.metrics import sqnr
 from slimtorch.core.testing import SmallCompactCNN, randn
 from slimtorch.quant import api, layers
 

@@ -7,8 +7,8 @@ from torch import nn
 
 from slimtorch.core import reference_only
 from slimtorch.core.model_stats import count_parameters
-from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
 from slimtorch.core.modules import GemmConv2d
+from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
 from slimtorch.quant import formats, layers
 
 # Every linear layer class with options that fit K = 64 (the table later steps extend).
@@ -128,7 +128,9 @@ def test_quantized_conv_matches_conv2d_with_dequantized_weight(
 
 
 def test_quantized_conv_channels_last_and_state_dict(device):
-    qconv = GemmConv2d.from_dense(nn.Conv2d(32, 24, 1), lambda lin: layers.Int4WeightOnlyLinear.from_dense(lin, group_size=32))
+    qconv = GemmConv2d.from_dense(
+        nn.Conv2d(32, 24, 1), lambda lin: layers.Int4WeightOnlyLinear.from_dense(lin, group_size=32)
+    )
     qconv = qconv.to(device)
     x = randn((1, 32, 5, 5), device=device, seed=0).to(memory_format=torch.channels_last)
     out = qconv(x)

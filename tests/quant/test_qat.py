@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from slimtorch.core import reference_only
-from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn
 from slimtorch.core.modules import GemmConv2d
+from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn
 from slimtorch.quant import api, layers, qat
 
 ALL_CONFIGS = [

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from slimtorch.core import reference_only
+from slimtorch.core.model_stats import count_parameters
 from slimtorch.core.modules import GemmConv2d
 from slimtorch.core.registry import available_conversions
-from slimtorch.core.model_stats import count_parameters
 from slimtorch.core.testing import SmallCompactCNN, assert_rel_close, randn
 from slimtorch.sparse import (
     BlockSparseConfig,

@@ -10,8 +10,8 @@ from torch import nn
 
 from slimtorch.core import reference_only
 from slimtorch.core.model_stats import count_parameters, disk_bytes, state_dict_tensors
-from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
 from slimtorch.core.modules import GemmConv2d
+from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
 from slimtorch.sparse import formats
 from slimtorch.sparse.layers import (
     BlockSparseLinear,

@@ -83,7 +83,9 @@ def test_every_variant_converts_a_zoo_model_with_the_real_package(variant):
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in converted.modules())
         assert_rel_close(out, expected, 1e-5)
         return
-    packages = {type(m).__module__.split(".")[1] for m in converted.modules() if type(m).__module__.startswith("slimtorch")}
+    packages = {
+        type(m).__module__.split(".")[1] for m in converted.modules() if type(m).__module__.startswith("slimtorch")
+    }
     assert entry.family in packages, f"{variant}: no slimtorch.{entry.family} layer in the model"
     if variant == "int8":  # near-lossless: ~30 dB through 50 layers of a random model
         assert_sqnr_at_least(expected, out, 25.0)

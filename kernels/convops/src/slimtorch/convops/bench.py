@@ -33,14 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimtorch.convops.depthwise import depthwise_conv2d
 from slimtorch.convops.bn_folding import batchnorm_scale_shift, fold_scale_shift
+from slimtorch.convops.depthwise import depthwise_conv2d
 from slimtorch.convops.index_maps import grouped_shift_offsets
-from slimtorch.core.activations import activation_module
 from slimtorch.convops.pointwise import pointwise_conv2d
 from slimtorch.convops.shift import integer_shift_cuda
 from slimtorch.convops.shuffle import channel_shuffle, shuffle_concat
 from slimtorch.core import bench as core_bench
+from slimtorch.core.activations import activation_module
 
 BATCHES = (1, 32, 256)
 QUICK_BATCHES = (1, 32)

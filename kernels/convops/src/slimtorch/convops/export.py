@@ -33,7 +33,6 @@ from slimtorch.convops.layers import (
     ShiftConv2d,
     ShuffleConcat,
     SparseShift2d,
-
 )
 from slimtorch.core.activations import activation_module
 from slimtorch.core.conversions import ConversionConfig, ConversionReport, convert_model

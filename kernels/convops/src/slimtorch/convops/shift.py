@@ -47,6 +47,7 @@ _CUDA_MAX_BLOCKS = 65536
 _CUDA_WORD = {2: "u16", 4: "u32", 8: "u64"}
 _VECTOR_BYTES = 16
 
+
 def _check_integer_shift(x: torch.Tensor, offsets: torch.Tensor) -> None:
     check_tensor(x, "x", ndim=4, dtype=FLOAT_DTYPES)
     check_tensor(offsets, "offsets", shape=(x.shape[1], 2), dtype=torch.int32)

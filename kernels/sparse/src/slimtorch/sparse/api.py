@@ -21,8 +21,8 @@ from torch import nn
 
 from slimtorch.core.checks import check_choice
 from slimtorch.core.conversions import ConversionConfig, ConversionReport, FilterFn, GemmConversion, convert_model
-from slimtorch.sparse.formats import BLOCK_SIZES
 from slimtorch.core.dispatch import check_backend
+from slimtorch.sparse.formats import BLOCK_SIZES
 from slimtorch.sparse.layers import KERNELS_24, BlockSparseLinear, MaskedSparseLinear, SparseLinear24
 
 
@@ -64,10 +64,11 @@ class BlockSparseConfig(GemmConversion):
         if not 0.0 < self.density <= 1.0:
             raise ValueError(f"density: expected a value in (0, 1], got {self.density!r}")
 
-
     def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
         if out_features % self.block_size or in_features % self.block_size:
-            return f"(out, in) features ({out_features}, {in_features}) are not multiples of block_size {self.block_size}"
+            return (
+                f"(out, in) features ({out_features}, {in_features}) are not multiples of block_size {self.block_size}"
+            )
         return None
 
     def to_gemm(self, linear: nn.Linear) -> nn.Module:

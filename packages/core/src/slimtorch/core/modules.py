@@ -131,7 +131,12 @@ class GemmConv2d(nn.Module):
         ``GemmConv2d.from_dense(conv, SparseLinear24.from_dense)``."""
         padding = (0, 0) if conv.padding == "valid" else conv.padding
         return cls(
-            to_gemm(conv_weight_as_linear(conv)), conv.in_channels, conv.kernel_size, conv.stride, padding, conv.dilation
+            to_gemm(conv_weight_as_linear(conv)),
+            conv.in_channels,
+            conv.kernel_size,
+            conv.stride,
+            padding,
+            conv.dilation,
         )
 
     def conversion_source(self) -> str:
