@@ -170,3 +170,11 @@ def check_positive_int(value: object, name: str) -> int:
     if value < 1:
         raise ValueError(f"{name}: expected a positive int, got {value}")
     return value
+
+
+def is_fake(t: torch.Tensor) -> bool:
+    """True for tensors without data (meta, or the fake tensors torch.compile traces with): checks
+    that read values (index ranges) skip them; the real call checks."""
+    from torch._subclasses.fake_tensor import is_fake as _is_fake
+
+    return t.device.type == "meta" or _is_fake(t)
