@@ -61,7 +61,7 @@ def _as_dense_gemm(linear: nn.Linear) -> DenseGemm:
 
 
 def test_errors_name_the_argument():
-    with pytest.raises(ValueError, match=r"conv: expected groups=1, numeric padding .* got groups=4"):
+    with pytest.raises(ValueError, match=r"conv: expected groups=1, numeric padding .*; groups=4: grouped/depthwise"):
         conv_weight_as_linear(nn.Conv2d(8, 8, 3, groups=4))
     with pytest.raises(TypeError, match=r"conv: expected an nn\.Conv2d, got Linear"):
         conv_weight_as_linear(nn.Linear(2, 2))
