@@ -140,7 +140,7 @@ def channel_split(x: torch.Tensor, parts: int = 2) -> tuple[torch.Tensor, ...]:
 
 def channel_shuffle_reference(x: torch.Tensor, groups: int) -> torch.Tensor:
     n, c, h, w = x.shape
-    if groups in (1, c):  # the identity: a fresh copy (custom ops never return views of inputs)
+    if groups in (1, c) or x.numel() == 0:  # the identity (or empty): a fresh copy, never a view of x
         return x.clone(memory_format=memory_format_of(x))
     y = x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)  # the one copy
     return in_format(y, memory_format_of(x))

@@ -35,7 +35,7 @@ def _check_codebook_mm(
     check_devices(x, qweight=qweight, codebook=codebook, bias=bias)
 
 
-@kernel_op("slimtorch::codebook_mm", reference="codebook_mm_reference", check=_check_codebook_mm)
+@kernel_op("slimtorch::codebook_mm", reference="codebook_mm_reference", check=_check_codebook_mm, row_input="x")
 def codebook_mm(
     x: torch.Tensor, qweight: torch.Tensor, codebook: torch.Tensor, bits: int, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:

@@ -45,7 +45,9 @@ def _check_int4_weight_mm(
     check_devices(x, qweight=qweight, scale=scale, zero=zero, bias=bias)
 
 
-@kernel_op("slimtorch::int4_weight_mm", reference="int4_weight_mm_reference", check=_check_int4_weight_mm)
+@kernel_op(
+    "slimtorch::int4_weight_mm", reference="int4_weight_mm_reference", check=_check_int4_weight_mm, row_input="x"
+)
 def int4_weight_mm(
     x: torch.Tensor,
     qweight: torch.Tensor,

@@ -47,7 +47,9 @@ def _check_int8_weight_mm(
     check_int8_weight_args(x, qweight, scale, bias)
 
 
-@kernel_op("slimtorch::int8_weight_mm", reference="int8_weight_mm_reference", check=_check_int8_weight_mm)
+@kernel_op(
+    "slimtorch::int8_weight_mm", reference="int8_weight_mm_reference", check=_check_int8_weight_mm, row_input="x"
+)
 def int8_weight_mm(
     x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:

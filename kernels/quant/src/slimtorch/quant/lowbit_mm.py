@@ -55,7 +55,12 @@ def _check_lowbit_weight_mm(
     check_devices(x, qweight=qweight, pos_scale=pos_scale, neg_scale=neg_scale, bias=bias)
 
 
-@kernel_op("slimtorch::lowbit_weight_mm", reference="lowbit_weight_mm_reference", check=_check_lowbit_weight_mm)
+@kernel_op(
+    "slimtorch::lowbit_weight_mm",
+    reference="lowbit_weight_mm_reference",
+    check=_check_lowbit_weight_mm,
+    row_input="x",
+)
 def lowbit_weight_mm(
     x: torch.Tensor,
     qweight: torch.Tensor,

@@ -191,7 +191,11 @@ def _w8a8_linear_fake(
 
 
 @kernel_op(
-    "slimtorch::w8a8_linear", reference="w8a8_linear_reference", check=_check_w8a8_linear, fake=_w8a8_linear_fake
+    "slimtorch::w8a8_linear",
+    reference="w8a8_linear_reference",
+    check=_check_w8a8_linear,
+    fake=_w8a8_linear_fake,
+    row_input="x",
 )
 def w8a8_linear(
     x: torch.Tensor, qweight: torch.Tensor, weight_scale: torch.Tensor, bias: Optional[torch.Tensor] = None

@@ -24,7 +24,14 @@ import triton
 import triton.language as tl
 
 from slimtorch.core.activations import ACTIVATIONS
-from slimtorch.core.checks import KERNEL_DTYPES, check_choice, check_divisible, check_same_device, check_tensor
+from slimtorch.core.checks import (
+    KERNEL_DTYPES,
+    check_choice,
+    check_divisible,
+    check_same_device,
+    check_tensor,
+    is_fake,
+)
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import grouped_tile, m_bucket, store_output
 from slimtorch.core.library import kernel_op
@@ -32,7 +39,7 @@ from slimtorch.core.reference import linear_reference
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 from slimtorch.sparse._linear import linear_grads
-from slimtorch.sparse.formats import BLOCK_SIZES, bsr_blocks_of, from_bsr
+from slimtorch.sparse.formats import BLOCK_SIZES, bsr_blocks_of, check_bsr_structure, from_bsr
 
 SUPPORTED_DTYPES = KERNEL_DTYPES
 
@@ -119,9 +126,11 @@ def _check_bsr_mm(
         check_tensor(bias, "bias", shape=(n,), dtype=x.dtype)
     check_choice(activation, "activation", ACTIVATIONS)
     check_same_device(x=x, crow_indices=crow_indices, col_indices=col_indices, values=values, bias=bias)
+    if not is_fake(crow_indices):  # the kernel trusts the indices: check them once per call (one host copy)
+        check_bsr_structure(crow_indices, col_indices, crow_indices.shape[0] - 1, x.shape[1] // block_size)
 
 
-@kernel_op("slimtorch::bsr_mm", reference="bsr_mm_reference", check=_check_bsr_mm)
+@kernel_op("slimtorch::bsr_mm", reference="bsr_mm_reference", check=_check_bsr_mm, row_input="x")
 def bsr_mm(
     x: torch.Tensor,
     crow_indices: torch.Tensor,

@@ -301,7 +301,7 @@ def split_plan(m: int, n: int, k: int, split_k: int, device: torch.device, weigh
     )
 
 
-@kernel_op("slimtorch::sparse24_mm", reference="sparse24_mm_reference", check=_check_sparse24_mm)
+@kernel_op("slimtorch::sparse24_mm", reference="sparse24_mm_reference", check=_check_sparse24_mm, row_input="x")
 def sparse24_mm(
     x: torch.Tensor,
     values: torch.Tensor,
