@@ -213,6 +213,17 @@ class LowRankConfig(ConversionConfig):
         return _with_error(new, f"rank {rank}")
 
 
+def _kxk_conv_source(module: nn.Module, method: str) -> nn.Conv2d | Skip | None:
+    """The k×k (k > 1) groups=1 conv a decomposition may take, a Skip saying why not, or None."""
+    src = _source(module)
+    if src is None or isinstance(src, Skip) or not isinstance(src, nn.Conv2d):
+        return src if isinstance(src, Skip) else None
+    odd = _grouped_or_odd(src)
+    if odd is not None or src.kernel_size == (1, 1):
+        return odd or Skip(f"1x1 convolution: {method} is for k×k convs (use LowRankConfig)")
+    return src
+
+
 @dataclass(frozen=True)
 class TuckerConfig(ConversionConfig):
     """k×k (k > 1) groups=1 convs -> Tucker-2 (:func:`tucker_decompose_conv`) at ``rank_ratio`` of
@@ -223,12 +234,9 @@ class TuckerConfig(ConversionConfig):
     n_iter_max: int = 20
 
     def convert_module(self, module, fqn, plan):
-        src = _source(module)
-        if src is None or isinstance(src, Skip) or not isinstance(src, nn.Conv2d):
-            return src if isinstance(src, Skip) else None
-        odd = _grouped_or_odd(src)
-        if odd is not None or src.kernel_size == (1, 1):
-            return odd or Skip("1x1 convolution: Tucker-2 is for k×k convs (use LowRankConfig)")
+        src = _kxk_conv_source(module, "Tucker-2")
+        if not isinstance(src, nn.Conv2d):
+            return src
         ratio = None if self.energy is not None else self.rank_ratio
         new = tucker_decompose_conv(src, rank_ratio=ratio, energy=self.energy, n_iter_max=self.n_iter_max)
         if sum(p.numel() for p in new.parameters()) >= src.weight.numel():
@@ -245,12 +253,9 @@ class CPConfig(ConversionConfig):
     n_iter_max: int = 200
 
     def convert_module(self, module, fqn, plan):
-        src = _source(module)
-        if src is None or isinstance(src, Skip) or not isinstance(src, nn.Conv2d):
-            return src if isinstance(src, Skip) else None
-        odd = _grouped_or_odd(src)
-        if odd is not None or src.kernel_size == (1, 1):
-            return odd or Skip("1x1 convolution: CP is for k×k convs (use LowRankConfig)")
+        src = _kxk_conv_source(module, "CP")
+        if not isinstance(src, nn.Conv2d):
+            return src
         ratio = None if self.rank is not None else self.param_ratio
         new = cp_decompose_conv(src, self.rank, param_ratio=ratio, n_iter_max=self.n_iter_max)
         return _with_error(new, f"rank {new.spec['rank']}")

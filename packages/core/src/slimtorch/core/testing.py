@@ -125,6 +125,20 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
     return t.fill_(poison_value(t.dtype))
 
 
+def assert_rows_match(out: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, bound: float) -> int:
+    """A matmul-shaped op's output against its reference under core's NaN/Inf policy: every row of
+    ``x`` holding a non-finite value is all-NaN in both, the other rows agree within ``bound``.
+    Returns how many rows were non-finite (for a property test's ``event``)."""
+    bad = ~torch.isfinite(x).all(dim=1)
+    if out.shape != ref.shape:
+        raise AssertionError(f"out: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
+    if not (bool(out[bad].isnan().all()) and bool(ref[bad].isnan().all())):
+        raise AssertionError("non-finite rows give NaN rows: a row of x with NaN/Inf must give an all-NaN output row")
+    if bool((~bad).any()):
+        assert_rel_close(out[~bad], ref[~bad], bound)
+    return int(bad.sum())
+
+
 def assert_rel_close(out: torch.Tensor, ref: torch.Tensor, bound: float, *, name: str = "out") -> None:
     """‖out − ref‖/‖ref‖ ≤ bound (NaN fails); the message gives the error, max |diff| and where."""
     if out.shape != ref.shape:
