@@ -113,11 +113,6 @@ class ConversionReport:
             bytes_after=later.bytes_after,
         )
 
-    @property
-    def ratio(self) -> float:
-        """bytes_before / bytes_after (how many times smaller the model became)."""
-        return self.bytes_before / self.bytes_after if self.bytes_after else float("inf")
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "conversion": self.conversion,
