@@ -68,7 +68,11 @@ def _check_ratio(value: Any, name: str) -> float:
 class PruneConfig(ConversionConfig):
     """``importance``: "l1" | "l2" | "bn" | "random" or a criterion object (``APoZ``, ``Taylor``,
     any callable(graph, model) -> {id: score}); ``ratio``: fraction of channels removed (float, or
-    {layer: ratio}); ``global_``: one ranking across groups; ``round_to``: kept-channel multiple."""
+    {layer: ratio}); ``global_``: one ranking across groups; ``round_to``: kept-channel multiple.
+
+    Optional hooks of a criterion object: ``select(graph, scores, config) -> removed class roots``
+    replaces the ratio rule (thresholds, explicit counts per group); ``after_prune(model, report)``
+    runs after the walk (a least-squares refit of the consumers)."""
 
     importance: Any = "l1"
     ratio: float | Mapping[str, float] = 0.5
@@ -114,7 +118,9 @@ class PruneConfig(ConversionConfig):
                 raise ValueError(f"ratio: no layer named {unknown[0]!r} in the model (per-layer ratios name modules)")
         graph = build_graph(model, self.example_inputs, set(self.ignored))
         scores = channel_scores(graph, model, self.importance, self.seed)
-        removed = self._select(graph, scores)
+        # a criterion may choose the removed classes itself (a threshold, explicit counts per group)
+        select = getattr(self.importance, "select", None)
+        removed = set(select(graph, scores, self)) if callable(select) else self._select(graph, scores)
         self.sink["plan"] = PrunePlan(graph, removed)
         return self.sink["plan"]
 
@@ -376,6 +382,9 @@ def prune_channels_(
     report = convert_model(model, config, None, conversion="prune_channels_")
     plan = config.sink["plan"]
     report.converted.update(plan.notes)
+    after = getattr(config.importance, "after_prune", None)  # e.g. reconstruction's least-squares refit
+    if callable(after):
+        after(report.model, report)
     for group, reason in plan.graph.frozen_groups:
         for module, slot in group.places:
             if slot == "out":
