@@ -109,8 +109,10 @@ def test_int4_layout_and_error_bound(group_size):
 
 
 def test_int4_bad_group_sizes():
-    with pytest.raises(ValueError, match=r"in_features \(K\): expected a multiple of group_size=64, got 96"):
-        F.quantize_int4(torch.ones(2, 96), 64)
+    with pytest.raises(ValueError, match=r"group_size: expected a positive multiple of 8, got 12"):
+        F.check_group_size(96, 12)
+    with pytest.raises(ValueError, match=r"in_features \(K\): expected a positive int, got 0"):
+        F.check_group_size(0, 32)
     with pytest.raises(ValueError, match=r"group_size: expected one of \(32, 64, 128\), got 48"):
         F.quantize_int4(torch.ones(2, 96), 48)
     with pytest.raises(ValueError, match=r"overflows torch\.float16 scales"):

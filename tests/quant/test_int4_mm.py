@@ -50,8 +50,10 @@ def test_int4_weight_mm_runs_a_gptq_checkpoint(device):
 def test_int4_weight_mm_errors():
     q, s, z = _packed(8, 64, 32, "cpu")
     x = torch.zeros(2, 64)
-    with pytest.raises(ValueError, match=r"in_features \(K\): expected a multiple of group_size=64, got 96"):
-        int4_weight_mm(torch.zeros(2, 96), q, s, z, 64)
+    with pytest.raises(ValueError, match=r"qweight: expected shape \(16, 8\), got \(8, 8\)"):
+        int4_weight_mm(torch.zeros(2, 96), q, s, z, 64)  # K = 96 pads to 128 packed columns
+    with pytest.raises(ValueError, match=r"in_features \(K\): expected a positive int, got 0"):
+        int4_weight_mm(torch.zeros(2, 0), q, s, z, 32)
     with pytest.raises(ValueError, match="group_size: expected a positive multiple of 8, got 12"):
         int4_weight_mm(x, q, s, z, 12)
     with pytest.raises(ValueError, match=r"qweight: expected shape \(8, 8\), got \(4, 8\)"):

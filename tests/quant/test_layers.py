@@ -97,9 +97,11 @@ def test_int4_layer_from_and_to_gptq():
     assert_exact(layer.dequantize(), formats.dequantize_int4(*packed))
 
 
-def test_int4_layer_rejects_bad_in_features():
-    with pytest.raises(ValueError, match=r"in_features \(K\): expected a multiple of group_size=32, got 40"):
-        layers.Int4WeightOnlyLinear.from_dense(_dense(k=40), group_size=32)
+def test_int4_layer_pads_in_features_and_refuses_gptq_export():
+    layer = layers.Int4WeightOnlyLinear.from_dense(_dense(k=40), group_size=32)  # K = 40 pads to 64
+    assert layer.qweight.shape == (8, layer.out_features) and layer.scale.shape == (2, layer.out_features)
+    with pytest.raises(ValueError, match=r"in_features: GPTQ checkpoints hold whole groups, .* got 40"):
+        layer.to_gptq()
 
 
 # ----------------------------------------------------------------------------- Conv2d

@@ -22,8 +22,13 @@ int4, group-wise asymmetric (G ∈ {32, 64, 128} along K): ``qweight (K/8, N) in
     column n: lo = min(min w, 0), hi = max(max w, 0) (the range always holds 0, so 0 is exact),
     scale = (hi − lo) / 15 rounded to the stored dtype (an all-zero group gets scale 1; a scale
     below the dtype's smallest normal is raised to it), zero = round(−lo / scale) ∈ [0, 15],
-    q = clamp(round(w / scale) + zero, 0, 15), W ≈ (q − zero) · scale. K must be a multiple of G
-    (``ValueError``, no padding). ``zero`` may be 16 after a GPTQ v1 import (see below).
+    q = clamp(round(w / scale) + zero, 0, 15), W ≈ (q − zero) · scale. ``zero`` may be 16 after a
+    GPTQ v1 import (see below).
+    K padding: when G does not divide K, W is padded with zero columns to K_pad = ceil(K / G) · G
+    (:func:`padded_k`), so every layout above uses K_pad: ``qweight (K_pad/8, N)``, ``scale, zero
+    (K_pad/G, N)``. The padded columns hold exact zeros (the range holds 0, so q = zero there) and x
+    keeps its true K: the kernel masks k ≥ K (x loads as 0 there) and the reference drops the padded
+    columns (``dequantize_int4(..., k=K)``). ShuffleNetV2's K = 58, 116, 232 convert this way.
 
 GPTQ (AutoGPTQ/GPTQModel 4-bit checkpoints): ``qweight (K/8, N) int32`` (the layout above),
     ``qzeros (K/G, N/8) int32`` packing 8 consecutive columns per word (column 8c+j at bits 4j),
@@ -157,13 +162,25 @@ def dequantize_int8(qweight: torch.Tensor, scale: torch.Tensor, dtype: torch.dty
 
 
 def check_group_size(k: int, group_size: int, name: str = "group_size") -> None:
-    """G must be a positive multiple of 8 (whole packed words per group) dividing K."""
-    if not isinstance(group_size, int) or group_size <= 0 or group_size % 8:
+    """G must be a positive multiple of 8 (whole packed words per group); K a positive count (G need
+    not divide it: the layout pads K to :func:`padded_k`)."""
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0 or group_size % 8:
         raise ValueError(f"{name}: expected a positive multiple of 8, got {group_size!r}")
-    if k % group_size:
+    if isinstance(k, bool) or not isinstance(k, int) or k <= 0:
+        raise ValueError(f"in_features (K): expected a positive int, got {k!r}")
+
+
+def padded_k(k: int, group_size: int) -> int:
+    """K_pad = ceil(K / G) · G: the K of the packed int4 layout (zero weights in columns K..K_pad)."""
+    return -(-k // group_size) * group_size
+
+
+def check_padded_k(k: int, k_pad: int, group_size: int, name: str = "qweight") -> None:
+    """``k_pad`` (K_pad of a stored layout) must be x's K rounded up to the group size."""
+    if padded_k(k, group_size) != k_pad:
         raise ValueError(
-            f"in_features (K): expected a multiple of {name}={group_size}, got {k} "
-            "(int4 groups do not pad; pick a group size dividing K)"
+            f"{name}: expected K_pad = ceil(K / group_size) · group_size = {padded_k(k, group_size)} packed "
+            f"columns for K = {k} (in_features) and group_size = {group_size}, got {k_pad}"
         )
 
 
@@ -174,6 +191,8 @@ def quantize_int4(weight: torch.Tensor, group_size: int = 128, scale_dtype: torc
     n, k = w.shape
     check_group_size(k, group_size)
     check_choice(scale_dtype, "scale_dtype", (torch.float16, torch.bfloat16, torch.float32))
+    k = padded_k(k, group_size)
+    w = torch.nn.functional.pad(w, (0, k - w.shape[1]))  # zero columns K..K_pad (exact: q = zero there)
     groups = w.reshape(n, k // group_size, group_size)
     lo = groups.amin(-1).clamp(max=0.0)
     hi = groups.amax(-1).clamp(min=0.0)
@@ -195,13 +214,18 @@ def dequantize_int4(
     zero: torch.Tensor,
     group_size: int,
     dtype: torch.dtype = torch.float32,
+    *,
+    k: int | None = None,
 ) -> torch.Tensor:
-    """(q − zero) · scale as (N, K) ``dtype`` (exact in float32 for float16/bfloat16 scales)."""
-    k = qweight.shape[0] * 8
-    codes = unpack_codes(qweight, 4, k)  # (N, K)
+    """(q − zero) · scale as (N, K) ``dtype`` (exact in float32 for float16/bfloat16 scales).
+    ``k``: the true K of a padded layout (the columns past it are dropped); default K_pad."""
+    k_pad = qweight.shape[0] * 8
+    if k is not None:
+        check_padded_k(k, k_pad, group_size)
+    codes = unpack_codes(qweight, 4, k_pad)  # (N, K_pad)
     zero_nk = zero.t().to(torch.int64).repeat_interleave(group_size, dim=1)
     scale_nk = scale.t().to(dtype).repeat_interleave(group_size, dim=1)
-    return (codes - zero_nk).to(dtype) * scale_nk
+    return ((codes - zero_nk).to(dtype) * scale_nk)[:, : k_pad if k is None else k]
 
 
 def to_gptq(packed: Int4Weight, version: str = "v1") -> dict[str, torch.Tensor]:

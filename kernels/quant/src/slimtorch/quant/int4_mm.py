@@ -2,11 +2,13 @@
 
 Weights (:func:`slimtorch.quant.formats.quantize_int4`, or GPTQ checkpoints through
 :func:`~slimtorch.quant.formats.from_gptq`): ``qweight (K/8, N) int32`` (8 codes along K per word,
-lowest nibble first: GPTQ's layout), ``scale (K/G, N)`` and ``zero (K/G, N) uint8`` per group of
-G consecutive k. The kernel (``dequant_mm``, FORMAT "int4") loads a (BLOCK_K/8, BLOCK_N) block of
-words, unpacks the nibbles in registers, gathers the group's scale and zero per element and feeds
-(q − zero) · scale in the activation dtype to ``tl.dot``. A quarter of fp16's weight bytes: the
-batch-1 GEMV is up to ~4x faster than fp16 when memory-bound (Marlin reaches ~3.9x on Ampere).
+lowest nibble first: GPTQ's layout), ``scale (K/G, N)`` and ``zero (K/G, N) uint8`` per group of G
+consecutive k (K here is K_pad = ceil(K / G) · G when G does not divide x's K: zero weights in the
+padded columns, which the kernel masks like any K tail, so x keeps its true K). The kernel
+(``dequant_mm``, FORMAT "int4") loads a (BLOCK_K/8, BLOCK_N) block of words, unpacks the nibbles in
+registers, gathers the group's scale and zero per element and feeds (q − zero) · scale in the
+activation dtype to ``tl.dot``. A quarter of fp16's weight bytes: the batch-1 GEMV is up to ~4x
+faster than fp16 when memory-bound (Marlin reaches ~3.9x on Ampere).
 """
 
 from typing import Optional
@@ -23,7 +25,7 @@ from slimtorch.quant.dequant_mm import (
     check_devices,
     launch_dequant_mm,
 )
-from slimtorch.quant.formats import check_group_size, dequantize_int4
+from slimtorch.quant.formats import check_group_size, dequantize_int4, padded_k
 
 
 def _check_int4_weight_mm(
@@ -36,11 +38,12 @@ def _check_int4_weight_mm(
 ) -> None:
     _, k = check_activation(x)
     check_group_size(k, group_size)
+    k_pad = padded_k(k, group_size)  # the layout pads K to the group size (formats module doc)
     check_tensor(qweight, "qweight", ndim=2, dtype=torch.int32, contiguous=True)
     n = qweight.shape[1]
-    check_tensor(qweight, "qweight", shape=(k // 8, n))
-    check_tensor(scale, "scale", shape=(k // group_size, n), dtype=SCALE_DTYPES, contiguous=True)
-    check_tensor(zero, "zero", shape=(k // group_size, n), dtype=torch.uint8, contiguous=True)
+    check_tensor(qweight, "qweight", shape=(k_pad // 8, n))
+    check_tensor(scale, "scale", shape=(k_pad // group_size, n), dtype=SCALE_DTYPES, contiguous=True)
+    check_tensor(zero, "zero", shape=(k_pad // group_size, n), dtype=torch.uint8, contiguous=True)
     check_bias(bias, n)
     check_devices(x, qweight=qweight, scale=scale, zero=zero, bias=bias)
 
@@ -68,4 +71,5 @@ def int4_weight_mm_reference(
     group_size: int,
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    return linear_reference(x, dequantize_int4(qweight, scale, zero, group_size, dtype=compute_dtype(x.dtype)), bias)
+    w = dequantize_int4(qweight, scale, zero, group_size, dtype=compute_dtype(x.dtype), k=x.shape[-1])
+    return linear_reference(x, w, bias)

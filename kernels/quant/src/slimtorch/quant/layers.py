@@ -208,7 +208,9 @@ class Int8DynamicActivationInt8WeightLinear(Int8WeightOnlyLinear):
 
 
 class Int4WeightOnlyLinear(QuantizedLinear):
-    """int4 weights in groups of ``group_size`` along K with scale and zero point (formats: int4)."""
+    """int4 weights in groups of ``group_size`` along K with scale and zero point (formats: int4).
+    K need not be a multiple of the group size: the packed buffers pad it to ceil(K / G) · G with
+    zero weights (``stored()`` and the loaders check that layout); x keeps its K."""
 
     options_keys = ("group_size", "scale_dtype")
 
@@ -227,8 +229,9 @@ class Int4WeightOnlyLinear(QuantizedLinear):
         formats.check_group_size(in_features, group_size)
         self.group_size = group_size
         self.scale_dtype = _DTYPES[scale_dtype] if isinstance(scale_dtype, str) else scale_dtype
-        groups = in_features // group_size
-        self.register_buffer("qweight", torch.zeros(in_features // 8, out_features, dtype=torch.int32, device=device))
+        k_pad = formats.padded_k(in_features, group_size)  # K padded to the group size (zero weights)
+        groups = k_pad // group_size
+        self.register_buffer("qweight", torch.zeros(k_pad // 8, out_features, dtype=torch.int32, device=device))
         self.register_buffer("scale", torch.ones(groups, out_features, dtype=self.scale_dtype, device=device))
         self.register_buffer("zero", torch.zeros(groups, out_features, dtype=torch.uint8, device=device))
 
@@ -239,6 +242,7 @@ class Int4WeightOnlyLinear(QuantizedLinear):
         return formats.quantize_int4(weight, group_size, scale_dtype)
 
     def load_packed(self, packed: formats.Int4Weight) -> None:
+        formats.check_padded_k(self.in_features, packed.qweight.shape[0] * 8, packed.group_size, "packed.qweight")
         self.register_buffer("qweight", packed.qweight.contiguous())
         self.register_buffer("scale", packed.scale.contiguous())
         self.register_buffer("zero", packed.zero.contiguous())
@@ -261,21 +265,27 @@ class Int4WeightOnlyLinear(QuantizedLinear):
         return cls.from_packed(packed, k, n, bias, group_size=packed.group_size, scale_dtype=packed.scale.dtype)
 
     def to_gptq(self, version: str = "v1") -> dict[str, torch.Tensor]:
+        if self.in_features % self.group_size:
+            raise ValueError(
+                f"in_features: GPTQ checkpoints hold whole groups, expected a multiple of group_size="
+                f"{self.group_size}, got {self.in_features} (this layer pads K to {self.qweight.shape[0] * 8})"
+            )
         return formats.to_gptq(self.packed(), version)
 
     def packed(self) -> formats.Int4Weight:
         return formats.Int4Weight(self.qweight, self.scale, self.zero, self.group_size)
 
     def dequantize(self) -> torch.Tensor:
-        return formats.dequantize_int4(*self.packed())
+        return formats.dequantize_int4(*self.packed(), k=self.in_features)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         return int4_weight_mm(x, self.qweight, self.scale, self.zero, self.group_size, self.bias)
 
     def stored(self) -> dict[str, Stored]:
-        n, k, groups = self.out_features, self.in_features, self.in_features // self.group_size
+        n, k_pad = self.out_features, formats.padded_k(self.in_features, self.group_size)
+        groups = k_pad // self.group_size
         return {
-            "qweight": Stored(torch.int32, (k // 8, n)),
+            "qweight": Stored(torch.int32, (k_pad // 8, n)),  # K padded to the group size
             "scale": Stored(FLOAT_DTYPES, (groups, n), positive=True),
             "zero": Stored(torch.uint8, (groups, n), 0, formats.INT4_MAX + 1),  # 16 after a GPTQ v1 import
         }

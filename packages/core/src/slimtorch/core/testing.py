@@ -5,7 +5,14 @@ Kernel tests follow one pattern::
     x = randn((m, k), dtype=dtype, device=device, seed=seed)   # fresh, odd-sized
     out = op(x, ...)                                          # dispatch: kernel on GPU/interpreter
     ref = op.get_reference()(x.double(), ...)                 # the pure-torch oracle
-    assert_rel_close(out, ref, bound=REL_BOUND[dtype])
+    assert_rel_close(out, ref, rel_bound(dtype, k, device=device))   # bound derived from K and the dtype
+    assert_gemm_close(out, ref, x, weight, rel_bound(dtype, k))      # where outputs may cancel
+
+:func:`rel_bound` is c·(√K·u_fp32 + 2·u_dtype): tight enough that rounding an intermediate (a
+decoded weight, a scale) to fp16 fails an fp32 test. The norm-relative ‖out − ref‖/‖ref‖ is
+fragile when the outputs cancel (a 1x1 output whose dot product is ~0); :func:`assert_gemm_close`
+measures the error against the dot product's forward-error scale ‖|x|·|w|ᵀ + |b|‖ instead, which
+does not shrink when the signed sum cancels.
 
 The test suite runs with ``SLIMTORCH_POISON_OUTPUTS=1``, so outputs allocated through
 :func:`slimtorch.core.dispatch.empty_output` start as NaN and unwritten elements fail.
@@ -27,9 +34,14 @@ __all__ = [
     "REL_BOUND",
     "SmallCompactCNN",
     "assert_exact",
+    "assert_forward_error",
+    "assert_gemm_close",
     "assert_rel_close",
+    "assert_rows_match",
     "assert_sqnr_at_least",
     "default_device",
+    "gemm_error_scale",
+    "linear_map",
     "odd_sizes",
     "poison_",
     "randn",
@@ -125,18 +137,89 @@ def poison_(t: torch.Tensor) -> torch.Tensor:
     return t.fill_(poison_value(t.dtype))
 
 
-def assert_rows_match(out: torch.Tensor, ref: torch.Tensor, x: torch.Tensor, bound: float) -> int:
+def assert_rows_match(
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    x: torch.Tensor,
+    bound: float,
+    *,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> int:
     """A matmul-shaped op's output against its reference under core's NaN/Inf policy: every row of
-    ``x`` holding a non-finite value is all-NaN in both, the other rows agree within ``bound``.
-    Returns how many rows were non-finite (for a property test's ``event``)."""
+    ``x`` holding a non-finite value is all-NaN in both, the other rows agree within ``bound``
+    (norm-relative, or :func:`assert_gemm_close` against the (N, K) ``weight`` the op multiplies by
+    when given). Returns how many rows were non-finite (for a property test's ``event``)."""
     bad = ~torch.isfinite(x).all(dim=1)
     if out.shape != ref.shape:
         raise AssertionError(f"out: shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
     if not (bool(out[bad].isnan().all()) and bool(ref[bad].isnan().all())):
         raise AssertionError("non-finite rows give NaN rows: a row of x with NaN/Inf must give an all-NaN output row")
     if bool((~bad).any()):
-        assert_rel_close(out[~bad], ref[~bad], bound)
+        if weight is None:
+            assert_rel_close(out[~bad], ref[~bad], bound)
+        else:
+            assert_gemm_close(out[~bad], ref[~bad], x[~bad], weight, bound, bias=bias)
     return int(bad.sum())
+
+
+def linear_map(fn, k: int, *, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The (N, K) matrix W of a bias-free linear map x (M, K) ↦ x·Wᵀ, read off in float64 by applying
+    ``fn`` to the K×K identity (a reference's decoded weight without decoding it by hand: packed
+    int4 codes, 2:4 values + metadata, circulant blocks). W8A8's per-token quantiser maps the
+    identity's rows exactly (max 1 → code 127)."""
+    return fn(torch.eye(k, dtype=torch.float64, device=device)).double().t()
+
+
+def gemm_error_scale(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """|x|·|w|ᵀ (+ |b|) in float64, (M, N): the magnitude the rounding errors of y = x·wᵀ + b scale
+    with (each product, partial sum and the bias add is rounded relative to it), however much the
+    signed sum cancels. x (M, K), weight (N, K), bias (N,)."""
+    scale = x.detach().double().cpu().abs() @ weight.detach().double().cpu().abs().t()
+    return scale if bias is None else scale + bias.detach().double().cpu().abs()
+
+
+def assert_forward_error(
+    out: torch.Tensor, ref: torch.Tensor, scale: torch.Tensor, bound: float, *, name: str = "out"
+) -> None:
+    """‖out − ref‖ ≤ bound · ‖scale‖ (Frobenius norms; NaN fails), the norm form of the forward-error
+    bound |ŷ − y| ≤ γ · |x|·|w|ᵀ. ``scale``: :func:`gemm_error_scale`, or for a convolution the
+    convolution of |x| with |w| (+ |b|)."""
+    if out.shape != ref.shape or scale.shape != ref.shape:
+        raise AssertionError(
+            f"{name}: shape {tuple(out.shape)} / scale {tuple(scale.shape)} != reference {tuple(ref.shape)}"
+        )
+    diff = out.detach().double().cpu() - ref.detach().double().cpu()
+    err = float(torch.linalg.vector_norm(diff))
+    allowed = bound * float(torch.linalg.vector_norm(scale.detach().double().cpu()))
+    if not err <= allowed:  # NaN fails
+        diff = torch.nan_to_num(diff.abs(), nan=float("inf"))
+        where = tuple(int(i) for i in torch.unravel_index(diff.argmax(), diff.shape)) if diff.numel() else ()
+        raise AssertionError(
+            f"{name}: ‖out − ref‖ = {err:.3e} > {bound:.1e} · ‖|x|·|w|ᵀ‖ = {allowed:.3e} "
+            f"(max |diff| {diff.max().item() if diff.numel() else 0:.3e} at {where}, shape {tuple(out.shape)})"
+        )
+
+
+def assert_gemm_close(
+    out: torch.Tensor,
+    ref: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bound: float,
+    *,
+    bias: torch.Tensor | None = None,
+    name: str = "out",
+) -> None:
+    """y = x·wᵀ + b against its reference by the dot product's forward-error bound:
+    ‖out − ref‖ ≤ bound · ‖|x|·|w|ᵀ + |b|‖, ``bound`` = :func:`rel_bound` (dtype, K).
+
+    Robust where ‖out − ref‖/‖ref‖ is not: a 1x1 output whose dot product cancels has a tiny ‖ref‖
+    but rounding errors of the size of |x|·|w|. Still catches an intermediate rounded to fp16 (the
+    decoded weight, a scale): its error is ≈ 0.9·u_fp16/√K · ‖|x|·|w|ᵀ‖ for random data, above
+    rel_bound(fp32, K) = 3·√K·u_fp32 while K ≲ 0.3·u_fp16/u_fp32 ≈ 2400 (``tests/core/test_forward_error.py``);
+    for longer reductions the norm-relative :func:`assert_rel_close` is the sharper test."""
+    assert_forward_error(out, ref, gemm_error_scale(x, weight, bias), bound, name=name)
 
 
 def assert_rel_close(out: torch.Tensor, ref: torch.Tensor, bound: float, *, name: str = "out") -> None:
