@@ -382,14 +382,14 @@ def prune_channels_(
     report = convert_model(model, config, None, conversion="prune_channels_")
     plan = config.sink["plan"]
     report.converted.update(plan.notes)
-    after = getattr(config.importance, "after_prune", None)  # e.g. reconstruction's least-squares refit
-    if callable(after):
-        after(report.model, report)
     for group, reason in plan.graph.frozen_groups:
         for module, slot in group.places:
             if slot == "out":
                 report.skipped.setdefault(module, f"output channels kept: {reason}")
     report.plan = plan  # type: ignore[attr-defined]
+    after = getattr(config.importance, "after_prune", None)  # e.g. reconstruction's least-squares refit
+    if callable(after):
+        after(report.model, report)
     return report
 
 
