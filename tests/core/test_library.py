@@ -102,3 +102,24 @@ def test_missing_reference_is_named():
         pytest.raises(AttributeError, match="no reference function 'does_not_exist'"),
     ):
         no_ref(torch.zeros(1))
+
+
+def _dispatched(fn) -> bool:
+    """Whether ``fn()`` went through the dispatcher as the custom op (the profiler records it)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return any(event.name == "slimtorch_tests::scale_add" for event in prof.events())
+
+
+def test_eager_reference_call_skips_the_dispatcher(device):
+    x, y = randn((13,)), randn((13,))
+    with reference_only():
+        with torch.inference_mode():
+            assert not _dispatched(lambda: scale_add(x, y, 2.0))
+            assert_rel_close(scale_add(x, y, 2.0), scale_add_reference(x.double(), y.double(), 2.0), 1e-7)
+            with pytest.raises(ValueError, match=r"y: expected shape \(N\) with N=13"):
+                scale_add(x, randn((12,)), 1.0)  # the shortcut still checks
+        leaf = x.clone().requires_grad_()
+        assert _dispatched(lambda: scale_add(leaf, y, 2.0))  # a gradient to record: the op (and its autograd)
+    x, y = x.to(device), y.to(device)
+    assert _dispatched(lambda: scale_add(x, y, 2.0))  # the kernel path (GPU or interpreter) is the op's

@@ -412,7 +412,7 @@ pointwise_conv2d.register_autograd(_backward, setup_context=_setup_context)
 def _operand_reference(x: torch.Tensor, offsets: Optional[torch.Tensor], in_shuffle: int, stride: int) -> torch.Tensor:
     """a = channel_shuffle(shift(x)[..., ::s, ::s], in_shuffle) (module docstring)."""
     if offsets is None:
-        a = x[:, :, ::stride, ::stride]
+        a = x if stride == 1 else x[:, :, ::stride, ::stride]
     else:
         a = depthwise_conv2d_reference(x, None, None, None, offsets, [stride, stride], [0] * 4, [1, 1], "none")
     return a if in_shuffle == 1 else channel_shuffle_reference(a, in_shuffle)

@@ -178,7 +178,10 @@ class InvertedResidual(nn.Module):
         if self.se is not None:
             out = self.se(out)
         out = self.conv_pwl(out)
-        return out + x if self.has_skip else out
+        if not self.has_skip:
+            return out
+        # in place when no graph is recorded (out is this block's own fresh tensor), as torchvision's V3 does
+        return out + x if torch.is_grad_enabled() else out.add_(x)
 
 
 # ----------------------------------------------------------------------------- the timm model interface

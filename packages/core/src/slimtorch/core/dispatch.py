@@ -141,6 +141,13 @@ def choose_backend(backend: str | None, available: Sequence[str], *args: object,
     return choice
 
 
+def reference_on_cpu(kind: str) -> bool:
+    """:func:`choose_backend`'s answer for an op whose one kernel is ``kind`` and whose inputs are
+    all on the CPU, without looking at them: the reference, unless ``triton`` (the interpreter)
+    is the global preference and the op's kind."""
+    return not (kind == "triton" and preferred_backend() == "triton")
+
+
 def use_kernel(kind: str, *args: object) -> bool:
     """For an op with one kernel of ``kind`` ("triton" or "cuda"): run it (True) or the reference."""
     if kind not in KERNEL_BACKENDS:

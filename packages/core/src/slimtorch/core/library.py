@@ -21,6 +21,12 @@ given, the reference itself serves as the fake (meta) implementation: it is pure
 fake tensors it yields the output's shape and dtype. Give ``fake`` when the reference has
 data-dependent shapes or is too slow to trace.
 
+Eager calls that take the reference skip the custom op: on plain CPU tensors, outside
+``torch.compile`` and with no gradient to record, :class:`KernelOp` runs ``check`` and the
+reference directly. The dispatcher round trip costs about as much as a small layer's reference
+(tens of µs), which is what a zoo model's CPU path would otherwise pay per layer over torch's own
+model. Anything else (the kernel path, autograd, fake tensors, tracing) goes through the op.
+
 Custom ops may not return a view of an input: launchers and references return fresh tensors.
 """
 
@@ -34,8 +40,43 @@ from typing import Any
 
 import torch
 
-from slimtorch.core.dispatch import Backend, use_kernel
+from slimtorch.core.dispatch import Backend, reference_on_cpu, use_kernel
 from slimtorch.core.reference import nonfinite_rows_to_nan
+
+
+class KernelOp(torch.library.CustomOpDef):
+    """The custom op :func:`kernel_op` returns, with the eager reference shortcut of the module
+    docstring. ``launcher`` (the kernel path, for benchmarks and static reports) and
+    ``get_reference`` are attributes of every instance."""
+
+    _check: Callable[..., None] | None
+    _backend: Backend
+    launcher: Callable[..., Any]
+    get_reference: Callable[[], Callable[..., Any]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if _eager_reference(self._backend, args, kwargs):
+            if self._check is not None:
+                self._check(*args, **kwargs)
+            return self.get_reference()(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # not fake, functional or other subclass tensors
+
+
+def _eager_reference(backend: Backend, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """True when this call may run the reference without the dispatcher: every tensor argument
+    is a plain CPU tensor, nothing is being compiled or traced, no gradient would be recorded,
+    and core's backend rule picks the reference."""
+    if not reference_on_cpu(backend) or torch.compiler.is_compiling():
+        return False
+    grad = torch.is_grad_enabled()
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            if type(value) not in _PLAIN or not value.is_cpu or (grad and value.requires_grad):
+                return False
+    return True
 
 
 def _resolve(fn_or_name: Callable[..., Any] | str, module_name: str) -> Callable[..., Any]:
@@ -82,6 +123,8 @@ def kernel_op(
             return out
 
         op = torch.library.custom_op(qualname, dispatching, mutates_args=mutates_args)
+        op.__class__ = KernelOp  # the eager reference shortcut (module docstring)
+        op._check, op._backend = check, backend
 
         def fake_impl(*args: Any, **kwargs: Any) -> Any:
             if check is not None:
