@@ -73,9 +73,10 @@ def _eager_reference(backend: Backend, args: tuple[Any, ...], kwargs: dict[str, 
         return False
     grad = torch.is_grad_enabled()
     for value in (*args, *kwargs.values()):
-        if isinstance(value, torch.Tensor):
-            if type(value) not in _PLAIN or not value.is_cpu or (grad and value.requires_grad):
-                return False
+        if isinstance(value, torch.Tensor) and (
+            type(value) not in _PLAIN or not value.is_cpu or (grad and value.requires_grad)
+        ):
+            return False
     return True
 
 
