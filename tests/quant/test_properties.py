@@ -5,23 +5,15 @@
   NaN/Inf row policy on randomly poisoned rows;
 - the quantizers on random magnitudes (float64 beyond float32's range included): a ValueError
   naming the weight, or finite packed tensors;
-- load_quantized on random corruptions of a valid file (truncation, byte flips, a tensor stored in
-  another dtype, a missing or an extra key): a ValueError/TypeError naming the path, or a load that
-  holds exactly what the file holds. Never another exception, never a crash.
+(Corrupted files of the compressed format, quantized layers in them: tests/quant/test_container.py.)
 """
 
-import json
-
-import pytest
-import safetensors.torch
 import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from torch import nn
 
-from slimtorch.core.testing import assert_exact, assert_rel_close, rel_bound
-from slimtorch.quant import Int4WeightOnlyConfig, TernaryWeightConfig, formats, quantize_
-from slimtorch.quant.api import METADATA_KEY, load_quantized, to_safetensors
+from slimtorch.core.testing import assert_rel_close, rel_bound
+from slimtorch.quant import formats
 from slimtorch.quant.codebook_mm import codebook_mm
 from slimtorch.quant.int4_mm import int4_weight_mm
 from slimtorch.quant.int8_mm import int8_weight_mm
@@ -120,77 +112,3 @@ def test_quantizers_raise_or_give_finite_tensors(kind, exponent, n, seed):
     for t in packed:
         if isinstance(t, torch.Tensor) and t.dtype.is_floating_point:
             assert bool(torch.isfinite(t).all()), f"{kind}: non-finite packed values for max |w| {weight.abs().max()}"
-
-
-# ----------------------------------------------------------------------------- file corruption
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(32, 8), nn.ReLU(), nn.Linear(8, 5))
-
-
-@pytest.fixture(scope="module")
-def valid_file(tmp_path_factory):
-    model = quantize_(_model(), Int4WeightOnlyConfig(group_size=32), filter_fn=lambda m, fqn: fqn == "0").model
-    model = quantize_(model, TernaryWeightConfig(), filter_fn=lambda m, fqn: fqn == "2").model
-    path = tmp_path_factory.mktemp("quant") / "valid.safetensors"
-    to_safetensors(model, path)
-    return path.read_bytes(), safetensors.torch.load_file(str(path)), path
-
-
-def _edit_tensors(tensors: dict, how: str, key: str, dtype: torch.dtype) -> dict:
-    edited = dict(tensors)
-    if how == "drop":
-        edited.pop(key)
-    elif how == "extra":
-        edited["extra.tensor"] = torch.zeros(3)
-    elif how == "dtype":
-        edited[key] = edited[key].to(dtype)
-    return edited
-
-
-@pytest.mark.parametrize("how", ["truncate", "flip", "drop", "extra", "dtype"])
-@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    where=st.integers(0, 2**20),
-    in_data=st.booleans(),
-    bit=st.integers(0, 7),
-    key_index=st.integers(0, 20),
-    dtype=st.sampled_from([torch.float32, torch.int32, torch.uint8, torch.int64, torch.float16]),
-)
-def test_corrupted_files_raise_clearly_or_load_what_they_hold(
-    valid_file, tmp_path_factory, how, where, in_data, bit, key_index, dtype
-):
-    data, tensors, valid_path = valid_file
-    path = tmp_path_factory.mktemp("corrupt") / "file.safetensors"
-    keys = sorted(tensors)
-    key = keys[key_index % len(keys)]
-    if how == "truncate":
-        path.write_bytes(data[: where % len(data)])
-    elif how == "flip":
-        flipped = bytearray(data)
-        header = 8 + int.from_bytes(data[:8], "little")  # u64 header length, the JSON header, then the data
-        flipped[header + where % (len(data) - header) if in_data else where % header] ^= 1 << bit
-        path.write_bytes(bytes(flipped))
-    else:
-        metadata = {METADATA_KEY: safetensors.safe_open(str(valid_path), "pt").metadata()[METADATA_KEY]}
-        safetensors.torch.save_file(_edit_tensors(tensors, how, key, dtype), str(path), metadata=metadata)
-    try:
-        model = load_quantized(path, _model())
-    except (ValueError, TypeError) as error:
-        assert str(error).startswith("path: ") and str(path) in str(error), error
-        event(f"{how}{' (data)' if how == 'flip' and in_data else ''}: {type(error).__name__}")
-        return
-    event(f"{how}{' (data)' if how == 'flip' and in_data else ''}: loaded what the file holds")
-    held = safetensors.torch.load_file(str(path))  # loaded: it must hold exactly the file's tensors
-    state = model.state_dict()
-    assert set(state) == set(held)
-    for name, value in held.items():  # a float stored in another float dtype is cast, as torch loads it
-        cast = (
-            value.to(state[name].dtype)
-            if value.dtype.is_floating_point and state[name].dtype.is_floating_point
-            else value
-        )
-        assert_exact(state[name], cast, name=name)
-    json.loads(safetensors.safe_open(str(path), "pt").metadata()[METADATA_KEY])

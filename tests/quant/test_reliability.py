@@ -2,18 +2,12 @@
 one policy (a non-finite x row gives an all-NaN output row, on every path), zero-size batches work.
 Each test failed on the code before the fix it names."""
 
-import json
-import struct
-
 import pytest
-import safetensors.torch
 import torch
-from torch import nn
 
 from slimtorch.core import reference_only
 from slimtorch.core.testing import assert_exact, randn
-from slimtorch.quant import Int4WeightOnlyConfig, Int8WeightOnlyConfig, formats, layers, quantize_
-from slimtorch.quant.api import METADATA_KEY, load_quantized, to_safetensors
+from slimtorch.quant import Int8WeightOnlyConfig, formats, layers, quantize_
 
 LAYERS = {
     "int8": (layers.Int8WeightOnlyLinear, {}),
@@ -120,8 +114,6 @@ def test_zero_size_layer_refused_at_construction(kind, k, n, bad):
 def test_non_module_arguments_raise_type_error():
     with pytest.raises(TypeError, match=r"model: expected a torch.nn.Module, got int"):
         quantize_(3, Int8WeightOnlyConfig())
-    with pytest.raises(TypeError, match=r"model: expected a torch.nn.Module, got str"):
-        load_quantized("file.safetensors", "not a model")
 
 
 # ----------------------------------------------------------------------------- state_dict loading
@@ -163,92 +155,3 @@ def test_valid_state_dict_round_trips(kind):
     dst.load_state_dict(src.state_dict())
     for k, v in dst.state_dict().items():
         assert_exact(v, src.state_dict()[k], name=k)
-
-
-# ----------------------------------------------------------------------------- load_quantized files
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 8))
-
-
-@pytest.fixture
-def saved(tmp_path):
-    model = quantize_(_model(), Int4WeightOnlyConfig(group_size=32), filter_fn=lambda m, fqn: fqn == "0").model
-    path = tmp_path / "model.safetensors"
-    to_safetensors(model, path)
-    return path, model
-
-
-def _rewrite_metadata(path, src, value):
-    tensors = safetensors.torch.load_file(str(src))
-    safetensors.torch.save_file(tensors, str(path), metadata={METADATA_KEY: value} if value is not None else None)
-
-
-def test_valid_file_loads_exactly(saved):
-    path, model = saved
-    loaded = load_quantized(path, _model())
-    for k, v in loaded.state_dict().items():
-        assert_exact(v, model.state_dict()[k], name=k)
-
-
-@pytest.mark.parametrize(
-    "content",
-    [b"", b"\x01\x02\x03", b"not a safetensors file at all, just text", struct.pack("<Q", 10**9) + b"{}"],
-    ids=["empty", "three-bytes", "text", "huge-header"],
-)
-def test_non_safetensors_file_names_path(tmp_path, content):
-    path = tmp_path / "bad.safetensors"
-    path.write_bytes(content)
-    with pytest.raises(ValueError, match=r"path: .*bad\.safetensors is not a readable safetensors file"):
-        load_quantized(path, _model())
-
-
-@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
-def test_truncated_file_names_path(saved, tmp_path, keep):
-    path, _ = saved
-    data = path.read_bytes()
-    cut = tmp_path / "cut.safetensors"
-    cut.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(ValueError, match=r"path: .*cut\.safetensors is not a readable safetensors file"):
-        load_quantized(cut, _model())
-
-
-@pytest.mark.parametrize(
-    ("metadata", "message"),
-    [
-        (None, "has no 'slimtorch.quant.layers' metadata"),
-        ("{not json", "is not valid JSON"),
-        ("[1, 2]", "expected a JSON object, got list"),
-        ('{"0": 5}', r"expected an object with a 'class' name, got 5"),
-        ('{"0": {"in_features": 32}}', "expected an object with a 'class' name"),
-        ('{"0": {"class": "Nope"}}', "cannot build a layer .*unknown quantized layer 'Nope'"),
-        ('{"0": {"class": "Int4WeightOnlyLinear", "in_features": "32", "out_features": 16}}', "cannot build a layer"),
-        ('{"0": {"class": "Int4WeightOnlyLinear", "in_features": 32}}', "cannot build a layer"),
-        ('{"9": {"class": "Int8WeightOnlyLinear", "in_features": 32, "out_features": 16}}', "does not have"),
-    ],
-)
-def test_bad_metadata_raises_value_error(saved, tmp_path, metadata, message):
-    path, _ = saved
-    bad = tmp_path / "meta.safetensors"
-    _rewrite_metadata(bad, path, metadata)
-    with pytest.raises(ValueError, match=message):
-        load_quantized(bad, _model())
-
-
-def test_missing_extra_and_wrong_dtype_tensors_name_path_and_key(saved, tmp_path):
-    path, _ = saved
-    layouts = json.loads(safetensors.safe_open(str(path), "pt").metadata()[METADATA_KEY])
-    tensors = safetensors.torch.load_file(str(path))
-    for name, edit, message in [
-        ("missing", lambda t: t.pop("0.zero"), "Missing key"),
-        ("extra", lambda t: t.update(extra=torch.zeros(2)), "Unexpected key"),
-        ("dtype", lambda t: t.update({"0.qweight": t["0.qweight"].float()}), "0.qweight: expected dtype int32"),
-    ]:
-        edited = dict(tensors)
-        edit(edited)
-        bad = tmp_path / f"{name}.safetensors"
-        safetensors.torch.save_file(edited, str(bad), metadata={METADATA_KEY: json.dumps(layouts)})
-        with pytest.raises((ValueError, TypeError), match=rf"(?s)path: .*{name}\.safetensors: .*{message}"):
-            load_quantized(bad, _model())

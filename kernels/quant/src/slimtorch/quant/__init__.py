@@ -3,7 +3,8 @@
 Formats (``formats``): int8 per-channel, int4 group-wise (+ GPTQ import/export), W8A8 dynamic,
 binary, ternary, codebook. Ops (``slimtorch::*`` custom ops: Triton on CUDA, references on CPU)
 are re-exported here; model level: ``quantize_(model, config)`` with the configs below, and
-``to_safetensors`` / ``load_quantized``; QAT: ``prepare_qat`` / ``convert_qat``. Importing
+saving through core's compressed file (``slimtorch.core.container.save_compressed`` /
+``load_compressed``, the layers registered by ``api``); QAT: ``prepare_qat`` / ``convert_qat``. Importing
 registers the package's conversions in core's registry.
 """
 
@@ -18,9 +19,7 @@ from slimtorch.quant.api import (
     Int8WeightOnlyConfig,
     TernaryWeightConfig,
     WeightConfig,
-    load_quantized,
     quantize_,
-    to_safetensors,
 )
 from slimtorch.quant.codebook_mm import codebook_mm
 from slimtorch.quant.int4_mm import int4_weight_mm
@@ -70,12 +69,10 @@ __all__ = [
     "convert_qat",
     "int4_weight_mm",
     "int8_weight_mm",
-    "load_quantized",
     "lowbit_weight_mm",
     "prepare_qat",
     "quantize_",
     "quantize_per_token",
-    "to_safetensors",
     "w8a8_linear",
 ]
 

@@ -5,7 +5,8 @@ Layers (``layers``, ``lowrank``): :class:`CirculantLinear`, :class:`BlockCircula
 :class:`LowRankLinear`, :class:`LowRankConv2d`, Tucker-2 / CP / separable convolutions and
 :class:`TTLinear`. Ops (``slimtorch::*`` custom ops: Triton on CUDA, references on CPU):
 ``block_circulant_fft_mm``, ``block_circulant_direct_mm``, ``fwht``, ``hashed_mm``. Model level:
-``structure_(model, config)`` with the configs below, ``to_safetensors`` / ``load_structured``.
+``structure_(model, config)`` with the configs below; saved and loaded by core's compressed file
+(``slimtorch.core.container``).
 Importing registers the package's conversions with :mod:`slimtorch.core.registry`.
 """
 
@@ -19,9 +20,7 @@ from slimtorch.structured.api import (
     LowRankConfig,
     TTConfig,
     TuckerConfig,
-    load_structured,
     structure_,
-    to_safetensors,
 )
 from slimtorch.structured.block_circulant import (
     block_circulant_direct_mm,
@@ -83,13 +82,11 @@ __all__ = [
     "fwht",
     "hadamard_matrix",
     "hashed_mm",
-    "load_structured",
     "project_block_circulant",
     "project_circulant",
     "select_rank",
     "separable_decompose_conv",
     "structure_",
-    "to_safetensors",
     "tucker_decompose_conv",
 ]
 

@@ -1,5 +1,5 @@
-"""Model-level structuring: frozen configs and :func:`structure_` on core's conversion walk, plus
-safetensors export / import.
+"""Model-level structuring: frozen configs and :func:`structure_` on core's conversion walk; the
+layers are saved in core's compressed file (:mod:`slimtorch.core.container`, registered below).
 
     from slimtorch.structured import structure_, BlockCirculantConfig, LowRankConfig
     report = structure_(model, BlockCirculantConfig(block_size=8))   # pointwise convs + Linears
@@ -15,14 +15,9 @@ left alone with the reason in the report.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import safetensors
-import safetensors.torch
-import torch
 from torch import nn
 
 from slimtorch.core.checks import check_choice
@@ -35,8 +30,7 @@ from slimtorch.core.conversions import (
     conversion_source,
     convert_model,
 )
-from slimtorch.core.model_stats import state_dict_tensors
-from slimtorch.core.modules import replace_submodule
+from slimtorch.core.layer_formats import LayerFormat, register_layer_format
 from slimtorch.structured.block_circulant import PATHS
 from slimtorch.structured.layers import (
     BlockCirculantConv2d,
@@ -56,8 +50,6 @@ from slimtorch.structured.lowrank import (
     cp_decompose_conv,
     tucker_decompose_conv,
 )
-
-METADATA_KEY = "slimtorch.structured.layers"
 
 
 def _source(module: nn.Module) -> nn.Module | Skip | None:
@@ -286,7 +278,7 @@ def structure_(model: nn.Module, config: ConversionConfig, filter_fn: FilterFn |
     return convert_model(model, config, filter_fn, conversion="structure_")
 
 
-# ----------------------------------------------------------------------------- safetensors
+# ----------------------------------------------------------------------------- the compressed file
 
 _LAYER_CLASSES = {
     c.__name__: c
@@ -306,7 +298,7 @@ def structured_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def build_layer(description: dict[str, Any], device=None, dtype=None) -> nn.Module:
-    """An empty layer of the described class and shape (what :func:`load_structured` fills)."""
+    """An empty layer of the described class and shape (what ``load_compressed`` fills)."""
     kind = description["class"]
     options = {k: v for k, v in description.items() if k != "class"}
     if kind in _CHAIN_CLASSES:
@@ -337,21 +329,14 @@ def build_layer(description: dict[str, Any], device=None, dtype=None) -> nn.Modu
     return cls(*args, options.pop("bias"), **options, device=device, dtype=dtype)
 
 
-def to_safetensors(model: nn.Module, path: str | Path) -> None:
-    """The model's state_dict with each structured layer's description in the metadata (no pickle)."""
-    layers = {name: m.describe() for name, m in structured_layers(model).items()}
-    safetensors.torch.save_file(state_dict_tensors(model), str(path), metadata={METADATA_KEY: json.dumps(layers)})
-
-
-def load_structured(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load a file of :func:`to_safetensors` into ``model``, the architecture it was converted from:
-    the structured layers are rebuilt at their names, then every tensor is loaded (strict)."""
-    with safetensors.safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    if METADATA_KEY not in metadata:
-        raise ValueError(f"path: {path} has no {METADATA_KEY!r} metadata; was it written by to_safetensors?")
-    tensor = next(iter(model.parameters()), torch.empty(0))
-    for name, description in json.loads(metadata[METADATA_KEY]).items():
-        model = replace_submodule(model, name, build_layer(description, tensor.device, tensor.dtype))
-    model.load_state_dict(safetensors.torch.load_file(str(path), device=str(tensor.device)), strict=True)
-    return model
+# Structured layers in slimtorch.core.container's file: save_compressed(model, path) writes each
+# with its description, load_compressed(path, model) rebuilds it (build_layer) and loads its state.
+STRUCTURED_LAYER_FORMAT = register_layer_format(
+    LayerFormat(
+        name="structured",
+        family="structured",
+        claims=lambda m: hasattr(m, "describe") and type(m).__module__.startswith("slimtorch.structured"),
+        describe=lambda m: m.describe(),
+        build=build_layer,
+    )
+)

@@ -13,7 +13,7 @@ Each takes x (..., in) in fp16 / bf16 / fp32 and returns (..., out) in x's dtype
 projects a dense layer onto the family (least squares where the family is a linear subspace:
 circulant, block-circulant, hashed; Fastfood fits S), ``to_dense()`` returns the explicit
 ``nn.Linear`` (``nn.Conv2d``), ``conversion_source()`` says why a second conversion leaves the
-layer alone, ``describe()`` lets :func:`slimtorch.structured.api.load_structured` rebuild it.
+layer alone, ``describe()`` lets the compressed file (``slimtorch.core.container``) rebuild it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """slimtorch-compress: compression pipelines and the `slimtorch` command.
 
 Submodules: ``tasks`` (the embedded digits task, LeNets, train/evaluate), ``distill``
-(knowledge distillation), ``pipeline`` (recipes, Deep Compression), ``container`` (the
-compressed file), ``entropy`` (Huffman / ANS / zstd coding), ``demo`` (the main job), ``cli``.
+(knowledge distillation), ``pipeline`` (recipes, Deep Compression), ``demo`` (the main job),
+``cli``. The compressed file and its entropy coding are core's (``slimtorch.core.container``,
+``slimtorch.core.entropy``): every package saves through them.
 Imported lazily so ``import slimtorch.compress.tasks`` stays light.
 """
 

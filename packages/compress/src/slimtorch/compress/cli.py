@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from slimtorch.core import container
+
 
 class UsageError(Exception):
     """A bad argument found after parsing (exit code 2, one line)."""
@@ -143,7 +145,7 @@ def _build(name: str, task, device) -> torch.nn.Module:
 def _cmd_compress(args: argparse.Namespace) -> int:
     import safetensors.torch
 
-    from slimtorch.compress import container, demo, tasks
+    from slimtorch.compress import demo, tasks
     from slimtorch.compress.pipeline import RecipeError, load_recipe, run_recipe
 
     try:
@@ -174,10 +176,10 @@ def _cmd_compress(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from slimtorch.compress import container, tasks
+    from slimtorch.compress import tasks
 
     try:
-        model = container.load_model(args.file).to(args.device)
+        model = container.load_model(args.file, builders=tasks.MODELS).to(args.device)
     except (ValueError, ImportError) as err:
         raise UsageError(str(err)) from err
     task = _task(args)
@@ -190,11 +192,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _load_any(target: str, device, image_size: int):
     """A compressed file, or a model name built with random weights."""
-    from slimtorch.compress import container, demo
+    from slimtorch.compress import demo, tasks
 
     if target.endswith(".safetensors") or Path(target).is_file():
         try:
-            return container.load_model(target).to(device)
+            return container.load_model(target, builders=tasks.MODELS).to(device)
         except (ValueError, ImportError, FileNotFoundError) as err:
             raise UsageError(str(err)) from err
     try:

@@ -20,8 +20,8 @@ from typing import Any
 
 from torch import nn
 
-from slimtorch.compress import container
 from slimtorch.compress.pipeline.recipe import Recipe, Step, parse_recipe, run_recipe
+from slimtorch.core import container
 from slimtorch.core.conversions import ConversionReport
 
 
