@@ -29,7 +29,6 @@ from slimtorch.zoo.cards import ModelCard, Published, model_card
 from slimtorch.zoo.profile import ModelProfile, profile
 from slimtorch.zoo.variants import (
     DISTILLATION_RECIPES,
-    DistillationRecipe,
     apply_variant,
     list_variants,
 )
@@ -39,7 +38,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DISTILLATION_RECIPES",
-    "DistillationRecipe",
     "ModelCard",
     "ModelProfile",
     "Published",

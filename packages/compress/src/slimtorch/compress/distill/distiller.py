@@ -4,8 +4,9 @@
                           attention_layers=(("3", "3"),)))
     distiller.fit(task, epochs=20, checkpoint="kd.safetensors")   # resumes from the checkpoint if present
 
-``DistillConfig`` has the fields of the zoo's ``DistillationRecipe`` (``DistillConfig.from_recipe``
-takes one, so one object describes a run). Loss per batch:
+One object describes a run: :class:`~slimtorch.core.distillation.DistillConfig` (core's, so the
+zoo's ``DISTILLATION_RECIPES`` are instances of it and ``Distiller(student, teacher, recipe)``
+trains by one). Loss per batch:
 ``soft_target_loss(s, t, y; T, alpha) + hint_weight · Σ hint_loss + attention_weight · Σ attention_loss``
 over the ``(teacher module, student module)`` pairs, features captured by forward hooks.
 
@@ -23,55 +24,16 @@ completed epoch.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from slimtorch.compress.distill.losses import HintRegressor, attention_loss, hint_loss, soft_target_loss
+from slimtorch.core.distillation import DistillConfig
 
 CHECKPOINT_KEY = "slimtorch.distill"
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    """The knobs of a distillation run (the fields of the zoo's ``DistillationRecipe``)."""
-
-    temperature: float = 4.0
-    alpha: float = 0.9
-    hint_layers: tuple[tuple[str, str], ...] = ()
-    hint_weight: float = 1.0
-    attention_layers: tuple[tuple[str, str], ...] = ()
-    attention_weight: float = 1000.0
-    epochs: int = 10
-    lr: float = 1e-3
-    batch_size: int = 64
-    seed: int = 0
-    teacher: str | None = None
-    student: str | None = None
-    name: str = ""
-
-    def __post_init__(self):
-        if not self.temperature > 0:
-            raise ValueError(f"temperature: expected a positive value, got {self.temperature!r}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha: expected a weight in [0, 1], got {self.alpha!r}")
-        for name in ("hint_layers", "attention_layers"):
-            for pair in getattr(self, name):
-                if len(pair) != 2 or not all(isinstance(p, str) for p in pair):
-                    raise ValueError(f"{name}: expected (teacher module, student module) name pairs, got {pair!r}")
-
-    @classmethod
-    def from_recipe(cls, recipe: Any, **overrides: Any) -> DistillConfig:
-        """From a zoo ``DistillationRecipe`` (or any object with its fields)."""
-        keys = ("temperature", "alpha", "hint_layers", "hint_weight", "attention_layers", "attention_weight")
-        values = {k: getattr(recipe, k) for k in keys}
-        values.update(epochs=recipe.epochs, teacher=recipe.teacher, student=recipe.student, name=recipe.name)
-        values.update(overrides)
-        return cls(**values)
 
 
 class _Trainable(nn.Module):
