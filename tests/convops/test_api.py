@@ -20,7 +20,7 @@ from slimtorch.convops import (
 from slimtorch.convops.api import consumers
 from slimtorch.core import reference_only
 from slimtorch.core.registry import available_conversions
-from slimtorch.core.testing import REL_BOUND, SmallCompactCNN, assert_rel_close, randn
+from slimtorch.core.testing import SmallCompactCNN, assert_rel_close, randn, rel_bound
 
 
 def _randomise_bn(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -76,10 +76,12 @@ def test_convert_small_cnn_fuses_every_chain(device):
     assert [m.activation for m in dws] == ["relu6"] * 3
     assert [(m.groups, m.activation) for m in pws] == [(1, "relu6"), (1, "relu6"), (4, "none")]
     assert _count(converted, nn.ReLU6) == 1, "only the stem's activation (after a dense 3x3) stays in torch"
-    # the converted model through the kernels (interpreter here, GPU there: 3 layers of tf32 dots)
+    # the converted model through the kernels (interpreter here, GPU there: tf32 dots) against the
+    # float model: a whole model, so not one kernel's bound — each of its 8 conv/linear layers (K ≤ 64)
+    # adds its own rounding (BatchNorm folded in reorders the arithmetic) and passes the earlier ones on
     x = randn((1, 3, 12, 12), device=device, seed=3).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        assert_rel_close(converted.to(device)(x), model.to(device)(x), 4 * REL_BOUND[torch.float32])
+        assert_rel_close(converted.to(device)(x), model.to(device)(x), 8 * rel_bound(torch.float32, 64, device=device))
 
 
 class _SharedReluBlock(nn.Module):

@@ -8,7 +8,7 @@ from torchvision.models.shufflenetv2 import InvertedResidual
 
 from slimtorch.convops import DepthwiseConv2d, bench, fuse_
 from slimtorch.core import reference_only
-from slimtorch.core.testing import REL_BOUND, assert_rel_close
+from slimtorch.core.testing import assert_rel_close, rel_bound
 
 
 def _depthwise_layers(model):
@@ -67,7 +67,9 @@ def test_every_provider_computes_the_baseline(family, device):
             continue  # the CUDA C kernel runs on GPUs only (tests/convops/test_shift.py)
         assert e.nbytes > 0 and e.shape["batch"] == 2
         first = expected.setdefault((e.case, e.computes), e.fn())
-        assert_rel_close(e.fn(), first, REL_BOUND[torch.float32], name=f"{e.case} / {e.provider}")
+        # two fp32 computations of the same op (ours vs torch's), reductions ≤ 12 channels · 3x3 taps
+        bound = 2 * rel_bound(torch.float32, 12 * 9, device=device)
+        assert_rel_close(e.fn(), first, bound, name=f"{e.case} / {e.provider}")
     assert len(expected) == len({(e.case, e.computes) for e in entries})
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from slimtorch.core import reference_only
 from slimtorch.core.model_stats import count_parameters
 from slimtorch.core.modules import GemmConv2d
-from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
+from slimtorch.core.testing import assert_exact, assert_rel_close, randn, rel_bound
 from slimtorch.quant import formats, layers
 
 # Every linear layer class with options that fit K = 64 (the table later steps extend).
@@ -37,7 +37,8 @@ def _assert_kernel_matches_reference(module, x):
     with reference_only():
         ref = module(x)
     assert out.shape == ref.shape and out.dtype == x.dtype
-    assert_rel_close(out, ref, REL_BOUND[x.dtype])
+    k = getattr(module, "gemm", module).in_features  # a GemmConv2d's K = C·kh·kw
+    assert_rel_close(out, ref, rel_bound(x.dtype, k, device=x.device))
     return out
 
 
@@ -69,7 +70,7 @@ def test_linear_layer_compiles_fullgraph(device, cls, options):
     layer = cls.from_dense(_dense(), **options).to(device)
     x = randn((3, 64), dtype=torch.bfloat16, device=device, seed=3)
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
-    assert_rel_close(compiled(x), layer(x), REL_BOUND[torch.bfloat16])
+    assert_rel_close(compiled(x), layer(x), rel_bound(torch.bfloat16, 64, device=device))
 
 
 @pytest.mark.parametrize(("cls", "options"), LINEAR_LAYERS, ids=IDS)
@@ -124,8 +125,9 @@ def test_quantized_conv_matches_conv2d_with_dequantized_weight(
     dense = qconv.to_dense()
     expected = F.conv2d(x, dense.weight, dense.bias, stride, padding, dilation)
     out = _assert_kernel_matches_reference(qconv, x)
-    assert_rel_close(out, expected, REL_BOUND[torch.float32])
-    assert_rel_close(qconv(x[0]), expected[0], REL_BOUND[torch.float32])  # unbatched input
+    bound = rel_bound(torch.float32, qconv.gemm.in_features, device=device)  # K = cin·kh·kw
+    assert_rel_close(out, expected, bound)
+    assert_rel_close(qconv(x[0]), expected[0], bound)  # unbatched input
     assert qconv.compressed_num_params() == conv.weight.numel() + (cout if bias else 0)
 
 
@@ -147,7 +149,7 @@ def test_quantized_conv_compiles_fullgraph(device):
     qconv = GemmConv2d.from_dense(conv, layers.TernaryLinear.from_dense).to(device)
     x = randn((2, 4, 9, 7), device=device, seed=5)
     compiled = torch.compile(qconv, fullgraph=True, backend="aot_eager")
-    assert_rel_close(compiled(x), qconv(x), REL_BOUND[torch.float32])
+    assert_rel_close(compiled(x), qconv(x), rel_bound(torch.float32, qconv.gemm.in_features, device=device))
 
 
 def test_quantized_conv_rejects_grouped_and_mismatched():

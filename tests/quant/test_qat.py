@@ -6,7 +6,7 @@ from torch import nn
 
 from slimtorch.core import reference_only
 from slimtorch.core.modules import GemmConv2d
-from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn
+from slimtorch.core.testing import assert_rel_close, randn, rel_bound
 from slimtorch.quant import api, layers, qat
 
 ALL_CONFIGS = [
@@ -167,8 +167,10 @@ def test_converted_cnn_on_kernels_matches_the_fake_quant_model(device, config):
         fake = model(x)
         converted = qat.convert_qat(model).model
         assert isinstance(converted[0], GemmConv2d) and isinstance(converted[0].gemm, layers.QuantizedLinear)
-        # on a GPU both sides use tf32 for fp32 (cuDNN convolutions, our dots): allow both errors
-        bound = REL_BOUND[torch.float32] * (3 if device == "cuda" else 1)
+        # a whole model: each of the 3 GEMM layers adds its K-derived error (K ≤ 16·4·4 = 256) and
+        # passes the earlier ones on; on a GPU both sides use tf32 for fp32 (cuDNN convolutions, our
+        # dots), so each side's error counts
+        bound = 3 * rel_bound(torch.float32, 256, device=device) * (2 if device == "cuda" else 1)
         assert_rel_close(converted(x), fake, bound)
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn
+from slimtorch.core.testing import assert_rel_close, randn, rel_bound
 from slimtorch.core.tuning import autotune_key
 from slimtorch.sparse import bsr
 from slimtorch.sparse import formats as F
@@ -38,7 +38,7 @@ def test_kernel_matches_reference(device, m, n, k, block_size, density, dtype, a
     x, crow, col, values, b = make_operands(m, n, k, block_size, density, dtype, device, bias=bias, seed=m)
     out = bsr_mm(x, crow, col, values, b, activation)
     assert out.shape == (m, n) and out.dtype == dtype
-    assert_rel_close(out, reference64(x, crow, col, values, b, activation), REL_BOUND[dtype])
+    assert_rel_close(out, reference64(x, crow, col, values, b, activation), rel_bound(dtype, k, device=device))
 
 
 def test_empty_block_rows_exist_in_the_cases():
@@ -102,4 +102,6 @@ def test_opcheck(device):
 def test_compiles_fullgraph(device):
     x, crow, col, values, b = make_operands(3, 32, 32, 16, 0.5, torch.float32, device)
     fn = torch.compile(lambda a: bsr_mm(a, crow, col, values, b) + 1, fullgraph=True, backend="aot_eager")
-    assert_rel_close(fn(x), reference64(x, crow, col, values, b, "none") + 1, REL_BOUND[torch.float32])
+    assert_rel_close(
+        fn(x), reference64(x, crow, col, values, b, "none") + 1, rel_bound(torch.float32, 32, device=device)
+    )

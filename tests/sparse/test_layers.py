@@ -11,7 +11,7 @@ from torch import nn
 from slimtorch.core import reference_only
 from slimtorch.core.model_stats import count_parameters, disk_bytes, state_dict_tensors
 from slimtorch.core.modules import GemmConv2d
-from slimtorch.core.testing import REL_BOUND, assert_exact, assert_rel_close, randn
+from slimtorch.core.testing import assert_exact, assert_rel_close, randn, rel_bound
 from slimtorch.sparse import formats
 from slimtorch.sparse.layers import (
     BlockSparseLinear,
@@ -45,7 +45,7 @@ def test_sparse_linear24_matches_pruned_dense(device):
     layer = SparseLinear24.from_dense(linear)
     x = randn((2, 3, 36), device=device, seed=1)  # leading dims are kept
     expected = F.linear(x.double(), pruned_weight(linear).double(), linear.bias.double())
-    assert_rel_close(layer(x), expected, REL_BOUND[torch.float32])
+    assert_rel_close(layer(x), expected, rel_bound(torch.float32, 36, device=device))
     assert_exact(layer.to_dense().weight, pruned_weight(linear))
     assert_exact(layer.to_dense().bias, linear.bias.detach())
 
@@ -62,7 +62,7 @@ def test_sparse_linear24_with_permutation(device):
     assert kept > pruned_weight(linear).abs().sum()  # more magnitude than pruning in place
     x = randn((5, 32), device=device, seed=3)
     expected = F.linear(x.double(), dense.weight.double(), dense.bias.double())
-    assert_rel_close(layer(x), expected, REL_BOUND[torch.float32])
+    assert_rel_close(layer(x), expected, rel_bound(torch.float32, 32, device=device))
 
 
 def test_sparse_linear24_with_given_mask_and_errors():
@@ -101,7 +101,7 @@ def test_sparse_linear24_to_dtype(device):
     assert layer.values.dtype == torch.float16 and layer.meta.dtype == torch.int32
     x = randn((4, 32), dtype=torch.float16, device=device, seed=9)
     expected = F.linear(x.double(), layer.to_dense().weight.double(), layer.bias.double())
-    assert_rel_close(layer(x), expected, REL_BOUND[torch.float16])
+    assert_rel_close(layer(x), expected, rel_bound(torch.float16, 32, device=device))
 
 
 def test_sparse_linear24_backward_wrt_input(device):
@@ -120,7 +120,7 @@ def test_sparse_linear24_backends_on_cpu():
     with pytest.raises(ValueError, match=r"backend: 'cuda' runs on CUDA tensors only, got inputs on CPU"):
         layer(x)
     with reference_only():  # the reference serves every backend
-        assert_rel_close(layer(x), expected, REL_BOUND[torch.float16])
+        assert_rel_close(layer(x), expected, rel_bound(torch.float16, 64))
     assert "meta_mma" not in layer.state_dict()
     torch_layer = SparseLinear24.from_dense(make_linear(64, 16), backend="torch")
     with pytest.raises(ValueError, match=r"backend: 'torch' runs on CUDA tensors only, got inputs on CPU"):
@@ -148,7 +148,7 @@ def test_sparse_linear24_backends_on_gpu(backend, m):
     layer = SparseLinear24.from_dense(make_linear(256, 128, device="cuda", dtype=torch.float16), backend=backend)
     x = randn((m, 256), dtype=torch.float16, device="cuda", seed=m)
     expected = F.linear(x.double(), layer.to_dense().weight.double(), layer.bias.double())
-    assert_rel_close(layer(x), expected, REL_BOUND[torch.float16])
+    assert_rel_close(layer(x), expected, rel_bound(torch.float16, 256, device="cuda"))
 
 
 # ----------------------------------------------------------------------------- BlockSparseLinear
@@ -162,7 +162,7 @@ def test_block_sparse_linear(device):
     assert_exact(layer.to_dense().weight, linear.weight.detach() * mask)
     x = randn((2, 5, 64), device=device, seed=16)
     expected = F.linear(x.double(), layer.to_dense().weight.double(), linear.bias.double())
-    assert_rel_close(layer(x), expected, REL_BOUND[torch.float32])
+    assert_rel_close(layer(x), expected, rel_bound(torch.float32, 64, device=device))
     assert count_parameters(layer) == 4 * 256 + 32
 
 
@@ -201,7 +201,7 @@ def test_pointwise_conv_matches_conv2d(device, stride):
     x = randn((2, 32, 5, 7), device=device, seed=20)
     for inp in (x, x.contiguous(memory_format=torch.channels_last)):
         expected = F.conv2d(inp.double(), dense.weight.double(), dense.bias.double(), stride=stride)
-        assert_rel_close(layer(inp), expected, REL_BOUND[torch.float32])
+        assert_rel_close(layer(inp), expected, rel_bound(torch.float32, 32, device=device))
 
 
 def test_pointwise_conv_block_sparse_and_errors(device):
@@ -209,7 +209,7 @@ def test_pointwise_conv_block_sparse_and_errors(device):
     layer = GemmConv2d.from_dense(conv, lambda lin: BlockSparseLinear.from_dense(lin, 16, 0.5))
     x = randn((1, 32, 3, 3), device=device, seed=21)
     expected = F.conv2d(x.double(), layer.to_dense().weight.double())
-    assert_rel_close(layer(x), expected, REL_BOUND[torch.float32])
+    assert_rel_close(layer(x), expected, rel_bound(torch.float32, 32, device=device))
     with pytest.raises(ValueError, match=r"conv: expected groups=1, .*; groups=2: grouped/depthwise"):
         GemmConv2d.from_dense(nn.Conv2d(32, 32, 3, groups=2), BlockSparseLinear.from_dense)
     with pytest.raises(ValueError, match=r"x: expected an \(N, C, H, W\) or \(C, H, W\) tensor, got shape \(32, 9\)"):
