@@ -3,20 +3,17 @@ natively on a GPU, in the interpreter on CPU), explicit-matrix oracles."""
 
 import torch
 
-from slimtorch.core.testing import REL_BOUND, randn
+from slimtorch.core.testing import randn, rel_bound
 
-# ‖out − ref‖/‖ref‖ against a float64 oracle. fp32: IEEE fp32 dots (the interpreter; the FFT
-# kernel on GPUs) land near 1e-7, so 2e-5 fails if any intermediate is rounded to fp16 (~3e-4);
-# GEMM kernels on GPUs use tf32 for fp32 inputs (core's REL_BOUND). 16-bit: core's bounds.
-BOUND = {torch.float32: 2e-5, torch.float16: REL_BOUND[torch.float16], torch.bfloat16: REL_BOUND[torch.bfloat16]}
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 
 
-def bound(dtype: torch.dtype, device: str, tf32: bool = False) -> float:
-    """The bound for a kernel's output in ``dtype`` (``tf32``: the kernel's fp32 dots use tf32 on GPUs)."""
-    if dtype == torch.float32 and tf32 and device == "cuda":
-        return REL_BOUND[torch.float32]
-    return BOUND[dtype]
+def bound(dtype: torch.dtype, device: str, tf32: bool = False, *, k: int) -> float:
+    """‖out − ref‖/‖ref‖ against a float64 oracle for a kernel whose longest reduction sums ``k``
+    terms: core's rel_bound(dtype, k), tight enough that an fp16-rounded intermediate fails an fp32
+    test. ``tf32``: the kernel's fp32 dots use tf32 on GPUs (the GEMM kernels; the FFT kernel and
+    the FWHT stay IEEE fp32). The FFT paths reduce over K twice (forward and inverse DFT): pass 4·K."""
+    return rel_bound(dtype, k, device=device if tf32 else "cpu")
 
 
 def inputs(shape, dtype, device, seed):
