@@ -30,6 +30,7 @@ CASES = [
     ("gemv", 1, 37, 100, torch.float16, 0, "none", True),
     ("gemv", 3, 45, 68, torch.bfloat16, 3, "relu", False),
     ("gemv", 2, 19, 36, torch.float32, 2, "gelu", True),
+    ("gemv", 3, 21, 356, torch.float16, 0, "silu", True),  # several full tiles of the K loop, then a tail
     ("mm", 17, 45, 100, torch.float16, 0, "silu", True),
     ("mm", 33, 21, 96, torch.bfloat16, 2, "hardswish", True),
     ("mm", 7, 70, 132, torch.float32, 0, "relu6", False),

@@ -33,7 +33,7 @@ from slimtorch.core.checks import (
     check_positive_int,
     check_tensor,
 )
-from slimtorch.core.dispatch import check_backend, choose_backend
+from slimtorch.core.dispatch import check_backend, choose_backend, preferred_backend
 from slimtorch.core.modules import dense_linear
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import (
@@ -61,6 +61,53 @@ from slimtorch.sparse.sparse24 import sparse24_mm
 # The 2:4 layer's kernels, default first: Triton, the CUDA-C mma.sp kernel (opt-in: not yet
 # verified on a GPU), torch's to_sparse_semi_structured (cuSPARSELt / CUTLASS).
 KERNELS_24: tuple[str, ...] = ("triton", "cuda", "torch")
+# backend="auto" on CUDA: M <= this runs the Triton kernels (memory bound: they read 1.78x fewer bytes than
+# dense); larger M goes to sparse tensor cores (cuSPARSELt through torch, else our mma.sp), never to the
+# Triton tile kernel's zero-filled dense MMAs unless neither takes the input (fp32, odd shapes).
+SMALL_M_MAX = 16
+SPARSE_TC_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def choose_kernel_24(
+    m: int,
+    dtype: torch.dtype,
+    capability: tuple[int, int] | None,
+    in_features: int,
+    out_features: int,
+    *,
+    torch_sparse: bool,
+    torch_min_shape: tuple[int, int] | None,
+    cupy: bool,
+) -> str:
+    """The auto choice for one CUDA call of a 2:4 layer (pure: every input given, so CPU tests cover it).
+
+    ``capability``: the device's (major, minor); ``torch_sparse``: torch's semi-structured path is built in
+    (cuSPARSELt, or CUTLASS); ``torch_min_shape``: its (rows, cols) multiples for the weight in ``dtype``
+    (None: dtype unsupported); ``cupy``: the [cuda] extra is installed (our mma.sp kernel). Returns
+    "triton" (M <= SMALL_M_MAX, or nothing else takes the input), "torch" or "cuda"."""
+    if m <= SMALL_M_MAX or dtype not in SPARSE_TC_DTYPES or capability is None or capability < (8, 0):
+        return "triton"
+    if torch_sparse and torch_min_shape is not None:
+        rows, cols = torch_min_shape
+        if out_features % rows == 0 and in_features % cols == 0:
+            return "torch"
+    if cupy and in_features % 32 == 0:
+        return "cuda"
+    return "triton"
+
+
+def _torch_semi_structured_shape(dtype: torch.dtype) -> tuple[bool, tuple[int, int] | None]:
+    """(torch's semi-structured path available, the weight's (rows, cols) multiples for ``dtype``)."""
+    try:
+        from torch.sparse import semi_structured as ss
+    except ImportError:
+        return False, None
+    cusparselt = getattr(torch.backends, "cusparselt", None)
+    use_cusparselt = cusparselt is not None and cusparselt.is_available()
+    use_cusparselt = use_cusparselt and not ss.SparseSemiStructuredTensor._FORCE_CUTLASS
+    cls = ss.SparseSemiStructuredTensorCUSPARSELT if use_cusparselt else ss.SparseSemiStructuredTensorCUTLASS
+    constraint = cls._DTYPE_SHAPE_CONSTRAINTS.get(dtype)
+    return True, None if constraint is None else (constraint.sparse_min_rows, constraint.sparse_min_cols)
 
 
 def _linear_input(x: torch.Tensor, in_features: int) -> torch.Tensor:
@@ -176,7 +223,7 @@ class SparseLinear24(_CompressedLinear):
         self.register_buffer("meta", pack_meta(first_slots))
         self.register_buffer("perm", torch.arange(in_features, device=device) if permuted else None)
         self.register_buffer("meta_mma", None, persistent=False)  # cache for the mma.sp backend
-        self._torch_weight = None  # cache for the "torch" backend (a SparseSemiStructuredTensor)
+        self._torch_weights: dict = {}  # (device, dtype) -> torch's operand for the "torch" backend
         self.retained_gain: float | None = None  # magnitude kept thanks to the permutation, if any
 
     @classmethod
@@ -239,11 +286,29 @@ class SparseLinear24(_CompressedLinear):
         if self.perm is not None:
             x = x.index_select(1, self.perm)
         backend = choose_backend(self.backend, self._kernels(x), x, op="SparseLinear24")
+        if backend == "triton" and x.is_cuda and self.backend == "auto" and preferred_backend() == "auto":
+            backend = self._auto_kernel(x)
         if backend == "torch":
             return self._torch_semi_structured(x)
         if backend == "cuda":
             return sparse24_mm_sp(x, self.values, self._mma_meta(), self.bias, self.activation)
         return sparse24_mm(x, self.values, self.meta, self.bias, self.activation)
+
+    def _auto_kernel(self, x: torch.Tensor) -> str:
+        """:func:`choose_kernel_24` for this CUDA input."""
+        import importlib.util
+
+        available, min_shape = _torch_semi_structured_shape(x.dtype)
+        return choose_kernel_24(
+            x.shape[0],
+            x.dtype,
+            torch.cuda.get_device_capability(x.device),
+            self.in_features,
+            self.out_features,
+            torch_sparse=available,
+            torch_min_shape=min_shape,
+            cupy=importlib.util.find_spec("cupy") is not None,
+        )
 
     def _kernels(self, x: torch.Tensor) -> tuple[str, ...]:
         """The kernels that take this input: mma.sp needs fp16/bf16 and K % 32 == 0 (an explicit
@@ -258,22 +323,25 @@ class SparseLinear24(_CompressedLinear):
         return self.meta_mma
 
     def _torch_semi_structured(self, x: torch.Tensor) -> torch.Tensor:
-        cached = self._torch_weight
-        if cached is None or cached.device != x.device or cached.dtype != self.values.dtype:
+        """torch's 2:4 path (cuSPARSELt, else CUTLASS); its operand is built from the canonical
+        (values, meta) on first use per (device, dtype) and cached outside the state_dict."""
+        key = (x.device, self.values.dtype)
+        cached = self._torch_weights.get(key)
+        if cached is None:
             from torch.sparse import to_sparse_semi_structured
 
-            cached = to_sparse_semi_structured(decompress_24(self.values.detach(), self.meta))
-            self._torch_weight = cached
+            dense = decompress_24(self.values.detach(), self.meta).to(x.device).contiguous()
+            cached = self._torch_weights[key] = to_sparse_semi_structured(dense)
         y = F.linear(x, cached, self.bias)
         return y if self.activation == "none" else activation_reference(y, self.activation)
 
     def invalidate_caches(self) -> None:
         """Drop the derived weights of the mma.sp / torch backends (call after editing values/meta)."""
         self.meta_mma = None
-        self._torch_weight = None
+        self._torch_weights = {}
 
     def _apply(self, fn, recurse=True):
-        self._torch_weight = None
+        self._torch_weights = {}
         return super()._apply(fn, recurse)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

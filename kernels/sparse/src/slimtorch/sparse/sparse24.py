@@ -63,7 +63,7 @@ from slimtorch.sparse.formats import decompress_24, kept_columns, meta_words
 SUPPORTED_DTYPES = KERNEL_DTYPES
 
 # Dispatch thresholds — UNMEASURED until a GPU run (python -m slimtorch.sparse.bench).
-GEMV_MAX_M = 4  # M <= this: gather GEMV on CUDA cores; above: per-slot tl.dot kernel
+GEMV_MAX_M = 2  # M <= this: gather GEMV on CUDA cores; above: per-slot tl.dot kernel (static SASS estimate)
 SPLIT_K_MAX_M = 64  # split K only for M <= this
 SPLIT_K_PROGRAMS_PER_SM = 2  # split until (output tiles × splits) reaches this many programs per SM
 SPLIT_K_GRANULE = 512  # dense columns per split: a multiple of every config's K block
@@ -79,16 +79,17 @@ def _gemv_config(block_n: int, block_v: int, warps: int) -> triton.Config:
     return triton.Config({"BLOCK_N": block_n, "BLOCK_V": block_v}, num_warps=warps, num_stages=2)
 
 
-# BLOCK_M (<= GEMV_MAX_M = 4) × BLOCK_N × BLOCK_V stays <= 32K gathered elements per program.
+# BLOCK_V / BLOCK_M stored values per iteration (a multiple of 16: whole meta words, so BLOCK_V >=
+# 16·GEMV_MAX_M); each lane keeps BLOCK_N·BLOCK_V / (32·warps) fp32 partials across the K loop.
 GEMV_CONFIGS = autotune_configs(
     [
-        _gemv_config(32, 64, 4),
-        _gemv_config(32, 128, 4),
-        _gemv_config(64, 64, 4),
         _gemv_config(16, 256, 4),
-        _gemv_config(64, 128, 8),
-        _gemv_config(128, 64, 8),
+        _gemv_config(32, 128, 4),
+        _gemv_config(8, 512, 4),
+        _gemv_config(16, 128, 4),
         _gemv_config(32, 256, 8),
+        _gemv_config(64, 128, 8),
+        _gemv_config(16, 512, 8),
     ]
 )
 
@@ -105,17 +106,42 @@ def _mm_config(block_m: int, block_n: int, block_k: int, warps: int, stages: int
 MM_CONFIGS = autotune_configs(
     [
         _mm_config(32, 32, 64, 4, 2),
-        _mm_config(16, 64, 128, 4, 3),
+        _mm_config(16, 64, 128, 8, 3),
         _mm_config(32, 64, 128, 4, 3),
         _mm_config(64, 64, 64, 4, 4),
         _mm_config(64, 128, 64, 4, 3),
         _mm_config(128, 64, 64, 4, 3),
         _mm_config(128, 128, 64, 8, 3),
-        _mm_config(128, 256, 64, 8, 3),
+        _mm_config(128, 256, 64, 8, 2),
     ]
 )
 
 # ----------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _gemv_step(
+    acc, x_rows, values_rows, meta_rows, w0, v_end, offs_w, offs_j, MASKED: tl.constexpr, BLOCK_W: tl.constexpr
+):
+    """acc (BLOCK_M, BLOCK_N, BLOCK_W, 16) += x[m, col(n, v)] · values[n, v] for the 16·BLOCK_W stored
+    values v = 16·w + j of the meta words w = w0 .. w0 + BLOCK_W − 1 (no reduction here: every lane
+    keeps its own partial products; MASKED only for the last, partial, tile of a split)."""
+    words_w = w0 + offs_w  # (BLOCK_W,) meta word of each group of 16 stored values
+    v = words_w[:, None] * 16 + offs_j[None, :]  # (BLOCK_W, 16) stored-value index
+    if MASKED:
+        v_mask = (v < v_end)[None, :, :]
+        vals = tl.load(values_rows + v[None, :, :], mask=v_mask, other=0.0)
+        words = tl.load(meta_rows + words_w[None, :], mask=(words_w * 16 < v_end)[None, :], other=0)
+    else:
+        vals = tl.load(values_rows + v[None, :, :])  # 16-byte vector loads along j
+        words = tl.load(meta_rows + words_w[None, :])  # one int32 per 16 values
+    idx = (words[:, :, None] >> (2 * offs_j)[None, None, :]) & 3  # 2-bit slot of value j in its group
+    cols = (words_w[:, None] * 32 + (offs_j // 2) * 4)[None, :, :] + idx  # dense column: 4·(v // 2) + idx
+    if MASKED:
+        xg = tl.load(x_rows + cols[None, :, :, :], mask=v_mask[None, :, :, :], other=0.0)
+    else:
+        xg = tl.load(x_rows + cols[None, :, :, :])  # gather; x (M·K·2 bytes) stays in L1/L2
+    return acc + xg.to(tl.float32) * vals.to(tl.float32)[None, :, :, :]
 
 
 @triton.autotune(configs=GEMV_CONFIGS, key=["M_BUCKET", "N", "K"])
@@ -131,7 +157,7 @@ def _sparse24_gemv_kernel(
     M,
     N,
     K,
-    k_per_split,
+    k_per_split,  # a multiple of 32 when SPLIT: every split starts on a meta word
     M_BUCKET,  # core.gemm.m_bucket(M): the autotune key
     stride_xm,
     stride_vn,
@@ -144,31 +170,34 @@ def _sparse24_gemv_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_V: tl.constexpr,
 ):
+    BLOCK_W: tl.constexpr = BLOCK_V // (16 * BLOCK_M)  # meta words per iteration: constant partials per lane
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     offs_m = tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    m_mask = offs_m < M
-    n_mask = offs_n < N
-    values_rows = values_ptr + offs_n.to(tl.int64)[:, None] * stride_vn
-    meta_rows = meta_ptr + offs_n.to(tl.int64)[:, None] * stride_meta_n
-    x_rows = x_ptr + offs_m.to(tl.int64)[:, None, None] * stride_xm
+    offs_w = tl.arange(0, BLOCK_W)
+    offs_j = tl.arange(0, 16)
+    # Rows past M or N are clamped (in-bounds loads, no masks in the loop) and masked at the store.
+    rows_n = tl.minimum(offs_n, N - 1).to(tl.int64)
+    rows_m = tl.minimum(offs_m, M - 1).to(tl.int64)
+    values_rows = values_ptr + rows_n[:, None, None] * stride_vn  # (BLOCK_N, 1, 1)
+    meta_rows = meta_ptr + rows_n[:, None] * stride_meta_n  # (BLOCK_N, 1)
+    x_rows = x_ptr + rows_m[:, None, None, None] * stride_xm  # (BLOCK_M, 1, 1, 1)
     # This split owns stored values [v_start, v_end) = dense columns [2·v_start, 2·v_end).
     v_start = split * (k_per_split // 2)
     v_end = tl.minimum(v_start + k_per_split // 2, K // 2)
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for it in range(0, tl.cdiv(k_per_split, 2 * BLOCK_V)):
-        offs_v = v_start + it * BLOCK_V + tl.arange(0, BLOCK_V)
-        w_mask = n_mask[:, None] & (offs_v < v_end)[None, :]
-        vals = tl.load(values_rows + offs_v[None, :], mask=w_mask, other=0.0).to(tl.float32)
-        words = tl.load(meta_rows + (offs_v // 16)[None, :], mask=w_mask, other=0)
-        idx = (words >> ((offs_v % 16) * 2)[None, :]) & 3
-        cols = ((offs_v // 2) * 4)[None, :] + idx  # (BLOCK_N, BLOCK_V) dense column of each value
-        x_mask = m_mask[:, None, None] & w_mask[None, :, :]
-        xg = tl.load(x_rows + cols[None, :, :], mask=x_mask, other=0.0).to(tl.float32)
-        acc += tl.sum(xg * vals[None, :, :], axis=2)
+    full_tiles = (v_end - v_start) // (16 * BLOCK_W)
+    acc = tl.zeros((BLOCK_M, BLOCK_N, BLOCK_W, 16), dtype=tl.float32)
+    for it in range(0, full_tiles):
+        w0 = v_start // 16 + it * BLOCK_W
+        acc = _gemv_step(acc, x_rows, values_rows, meta_rows, w0, v_end, offs_w, offs_j, False, BLOCK_W)
+    if v_start + full_tiles * 16 * BLOCK_W < v_end:
+        w0 = v_start // 16 + full_tiles * BLOCK_W
+        acc = _gemv_step(acc, x_rows, values_rows, meta_rows, w0, v_end, offs_w, offs_j, True, BLOCK_W)
+    # The one reduction of the tile: 16·BLOCK_W per-lane partials -> (BLOCK_M, BLOCK_N).
+    total = tl.sum(tl.sum(acc, axis=3), axis=2)
     store_splitk(
-        acc, offs_m, offs_n, M, N, pid_n, split, tl.num_programs(1), partial_ptr, counter_ptr, bias_ptr, bias_ptr,
+        total, offs_m, offs_n, M, N, pid_n, split, tl.num_programs(1), partial_ptr, counter_ptr, bias_ptr, bias_ptr,
         out_ptr, stride_om, SPLIT, False, HAS_BIAS, ACTIVATION,
     )  # fmt: skip
 

@@ -25,7 +25,7 @@ What each row holds, and how it is measured (exact = read off the binary; model 
   static length in warp instructions (exact);
 - ``instr_per_weight`` (GEMM/GEMV): per-thread SASS instructions per weight element in the hot
   loop = loop_instructions · 32 · warps / weights one iteration of one program covers (BLOCK_K ·
-  BLOCK_N, 2·BLOCK_N·BLOCK_V for the 2:4 GEMV, bs² for BSR; dense-equivalent elements except BSR,
+  BLOCK_N, 2·BLOCK_N·BLOCK_V/BLOCK_M for the 2:4 GEMV, bs² for BSR; dense-equivalent elements except BSR,
   which counts stored ones). ``instr_per_output`` (conv ops): per-thread instructions executed per
   output element = (straight-line instructions + loop body × trips) · 32 · warps / outputs per
   program (a kernel without a loop counts every instruction once: an upper bound, since masked
@@ -171,7 +171,7 @@ BUDGETS: dict[str, dict[str, float]] = {
 
 # Weight elements one loop iteration of one program covers, for kernels not shaped BLOCK_K × BLOCK_N.
 ITERATION_WEIGHTS = {
-    "_sparse24_gemv_kernel": lambda c: 2 * c["BLOCK_N"] * c["BLOCK_V"],
+    "_sparse24_gemv_kernel": lambda c: 2 * c["BLOCK_N"] * (c["BLOCK_V"] // c.get("BLOCK_M", 1)),
     "_bsr_mm_kernel": lambda c: c["BLOCK_SIZE"] ** 2,
 }
 
