@@ -13,8 +13,11 @@ from slimtorch.core import empty_output, kernel_op
 from slimtorch.core.checks import check_positive_int, check_range
 from slimtorch.core.conversions import ConversionConfig, convert_model
 from slimtorch.core.reference import linear_reference, nonfinite_rows, nonfinite_rows_to_nan
-from slimtorch.core.testing import REL_BOUND, assert_rel_close, randn, rel_bound, rel_error
+from slimtorch.core.testing import assert_rel_close, randn, rel_bound, rel_error
 from slimtorch.core.tuning import all_configs, autotune_configs, use_config
+
+# the fixed ‖out − ref‖/‖ref‖ table the derived bounds replaced (core.testing.REL_BOUND until issue 11)
+OLD_FIXED_BOUND = {torch.float32: 1e-3, torch.float16: 4e-3, torch.bfloat16: 2e-2}
 
 # ----------------------------------------------------------------------------- NaN / Inf policy
 
@@ -100,9 +103,9 @@ def test_kernel_op_row_input_must_name_an_argument():
 
 
 def test_rel_bound_grows_with_k_and_dtype():
-    assert rel_bound(torch.float32, 64) < rel_bound(torch.float32, 4096) < 1e-4 < REL_BOUND[torch.float32]
+    assert rel_bound(torch.float32, 64) < rel_bound(torch.float32, 4096) < 1e-4 < OLD_FIXED_BOUND[torch.float32]
     assert rel_bound(torch.float32, 64) < rel_bound(torch.bfloat16, 64)
-    assert rel_bound(torch.float16, 64) < rel_bound(torch.bfloat16, 64) <= REL_BOUND[torch.bfloat16] * 2
+    assert rel_bound(torch.float16, 64) < rel_bound(torch.bfloat16, 64) <= OLD_FIXED_BOUND[torch.bfloat16] * 2
     assert rel_bound(torch.float32, 64, device="cuda") > rel_bound(torch.float32, 64)  # tf32 dots
     with pytest.raises(ValueError, match=r"k: expected a non-negative reduction length, got -1"):
         rel_bound(torch.float32, -1)
@@ -111,7 +114,7 @@ def test_rel_bound_grows_with_k_and_dtype():
 @pytest.mark.parametrize("k", [7, 65, 1031])
 def test_fp16_rounded_intermediate_fails_the_fp32_bound(k):
     """An fp32 matmul passes; the same matmul with its weight (or a per-row scale) rounded to fp16 —
-    what a kernel that decodes weights to fp16 would compute — fails. REL_BOUND (1e-3) let it pass."""
+    what a kernel that decodes weights to fp16 would compute — fails. The old fixed bound (1e-3) let it pass."""
     x, w = randn((13, k), seed=k), randn((11, k), seed=k + 1)
     scale = torch.rand(13, generator=torch.Generator().manual_seed(k)) + 0.5
     ref = (x.double() @ w.double().T) * scale.double()[:, None]
@@ -121,7 +124,7 @@ def test_fp16_rounded_intermediate_fails_the_fp32_bound(k):
     rounded_scale = (x @ w.T) * scale.half().float()[:, None]
     for wrong in (rounded_weight, rounded_scale):
         assert rel_error(wrong, ref) > bound
-        assert rel_error(wrong, ref) <= REL_BOUND[torch.float32]  # the old fixed bound did not catch it
+        assert rel_error(wrong, ref) <= OLD_FIXED_BOUND[torch.float32]  # the old fixed bound did not catch it
         with pytest.raises(AssertionError, match=r"relative error"):
             assert_rel_close(wrong, ref, bound)
 
