@@ -4,28 +4,274 @@ Weights (:func:`slimtorch.quant.formats.quantize_int4`, or GPTQ checkpoints thro
 :func:`~slimtorch.quant.formats.from_gptq`): ``qweight (K/8, N) int32`` (8 codes along K per word,
 lowest nibble first: GPTQ's layout), ``scale (K/G, N)`` and ``zero (K/G, N) uint8`` per group of G
 consecutive k (K here is K_pad = ceil(K / G) · G when G does not divide x's K: zero weights in the
-padded columns, which the kernel masks like any K tail, so x keeps its true K). The kernel
-(``dequant_mm``, FORMAT "int4") loads a (BLOCK_K/8, BLOCK_N) block of words, unpacks the nibbles in
-registers, gathers the group's scale and zero per element and feeds (q − zero) · scale in the
-activation dtype to ``tl.dot``. A quarter of fp16's weight bytes: the batch-1 GEMV is up to ~4x
-faster than fp16 when memory-bound (Marlin reaches ~3.9x on Ampere).
+padded columns, which the kernels mask like any K tail, so x keeps its true K).
+
+Two kernels, chosen by M:
+
+- M ≤ GEMV_MAX_M (decode): ``_int4_gemv_kernel`` below, on the CUDA cores, no ``tl.dot`` and so no
+  shared-memory relayout. The GPTQ layout is already the one it reads, so no repacking (GPTQ
+  import/export and state_dict stay exact by construction): word (r, n) holds the 8 consecutive
+  k = 8r … 8r + 7 of channel n, words are contiguous along N, so each thread loads 4 channels × 8 k
+  as one 16-byte vector (``LDG.E.128``) and reuses each x value for its 4 channels.
+  Dequant without an int→float conversion per code (the fp16 exponent trick, two codes per 32-bit
+  op): nibbles j and j + 4 sit in bits [4j, 4j + 4) and [4j + 16, 4j + 20), so
+
+      pair = (word_j & 0x000F000F) | 0x64006400,   word_j = word (j = 0, 1) or word >> 8 (j = 2, 3)
+
+  is two fp16 numbers 1024 + q (fp16's ulp at 1024 is 1: the code lands in the low mantissa bits;
+  odd j are masked in place with 0x00F000F0, giving 1024 + 16q, so one shift serves all 8 codes).
+  ``sub.f16x2`` of the pair (1024 + z, 1024 + z) (or 1024 + 16z) gives q − z exactly, and
+  ``cvt.f32.f16`` reads each half in place; then fp32 FMAs with x (odd codes × 1/16 once per word)
+  and the scale once per word and channel:
+
+      acc[m, r, n] += s[g, n] · Σ_j x[m, 8r + j] · (q[8r + j, n] − z[g, n])
+
+  The accumulator is the (M, word rows, N) tile; the sum over word rows runs once per program after
+  the K loop. Split-K: ``slimtorch.core.gemm.store_splitk`` (one launch). On a GPU the decode is
+  inline PTX (``_decode_word``, ASM); the interpreter runs its pure-Triton twin (same arithmetic).
+  Static cost (sm_90a, ``python -m slimtorch.core.sass``): 4.7 SASS instructions per weight. The
+  floor of this design is 2.5 (one ``HADD2.F32`` conversion and one FFMA per code, half a LOP3);
+  the rest is the sub.f16x2, the x loads and conversions, the zero points' byte unpacking and
+  address arithmetic. Below 2.5 needs the products on tensor cores (Marlin's register-fragment
+  layout), which Triton cannot say without the relayout.
+- M > GEMV_MAX_M: :func:`slimtorch.quant.dequant_mm.launch_dequant_mm` (FORMAT "int4", ``tl.dot``).
+
+Exactness: every decoded q − z is an exact small integer; the only roundings are the fp32 products
+and sums (and the output cast), so fp32 activations keep fp32 accuracy.
+
+A quarter of fp16's weight bytes: the batch-1 GEMV is up to ~4x faster than fp16 when memory-bound
+(Marlin, Frantar et al. 2024, reaches ~3.9x on Ampere; the exponent trick is Kim et al. 2022,
+"Who Says Elephants Can't Run", as used by FasterTransformer and Marlin).
 """
 
 from typing import Optional
 
 import torch
+import triton
+import triton.language as tl
 
 from slimtorch.core.checks import check_tensor
+from slimtorch.core.dispatch import empty_output
+from slimtorch.core.gemm import m_bucket, max_tiles, splitk_counters, splitk_partials, store_splitk
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference
+from slimtorch.core.tuning import autotune_configs
 from slimtorch.quant.dequant_mm import (
     SCALE_DTYPES,
     check_activation,
     check_bias,
     check_devices,
     launch_dequant_mm,
+    split_plan,
 )
 from slimtorch.quant.formats import check_group_size, dequantize_int4, padded_k
+
+GEMV_MAX_M = 4  # M at or below: the CUDA-core GEMV (its FMAs grow with M; above, tensor cores win)
+MAGIC = tl.constexpr(0x64006400)  # two fp16 1024.0: OR a code into the low mantissa bits -> 1024 + code
+
+_GEMV_KEY = ["M_BUCKET", "N", "K", "GROUP_SIZE", "SPLIT"]
+# BLOCK_KW: word rows (8 k each) per iteration, a divisor of SPLIT_K_GRANULE / 8 = 32. First entry:
+# the interpreter's config.
+GEMV_CONFIG_LIST = [
+    triton.Config({"BLOCK_N": 64, "BLOCK_KW": 16}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_N": 128, "BLOCK_KW": 32}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_N": 64, "BLOCK_KW": 32}, num_warps=4, num_stages=4),
+    triton.Config({"BLOCK_N": 256, "BLOCK_KW": 8}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_N": 128, "BLOCK_KW": 8}, num_warps=2, num_stages=3),
+]
+GEMV_CONFIGS = autotune_configs(GEMV_CONFIG_LIST)
+
+
+@triton.jit
+def _codes(pair, zero):
+    """(low, high) fp16 halves of the int32 ``pair`` minus ``zero`` (fp16), as fp32 (exact integers)."""
+    lo = pair.to(tl.int16).to(tl.float16, bitcast=True)
+    hi = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True)
+    return (lo - zero).to(tl.float32), (hi - zero).to(tl.float32)
+
+
+@triton.jit
+def _decode_word(word, zero, ASM: tl.constexpr):
+    """The 8 codes of each int32 ``word`` minus the zero point, as exact fp32 integers, in the order
+    (q0 − z, 16 (q1 − z), q2 − z, 16 (q3 − z), q4 − z, 16 (q5 − z), q6 − z, 16 (q7 − z)); ``zero``
+    is the uint8 zero point (as int32). ASM: the same arithmetic in PTX, two codes per 32-bit op
+    (``lop3`` = AND + OR, ``sub.f16x2``), whose halves ``cvt`` reads in place (the pure-Triton twin
+    below, which the interpreter runs, lets LLVM repack the halves across channels: PRMTs)."""
+    if ASM:
+        zero_even = (zero | 0x6400) * 0x10001  # 1024 + z in both fp16 halves
+        zero_odd = ((zero << 4) | 0x6400) * 0x10001  # 1024 + 16 z
+        return tl.inline_asm_elementwise(
+            """{
+            .reg .b32 w8, p0, p1, p2, p3;
+            .reg .b16 l0, h0, l1, h1, l2, h2, l3, h3;
+            shr.s32 w8, $8, 8;
+            lop3.b32 p0, $8, 0x000F000F, 0x64006400, 0xea;
+            lop3.b32 p1, $8, 0x00F000F0, 0x64006400, 0xea;
+            lop3.b32 p2, w8, 0x000F000F, 0x64006400, 0xea;
+            lop3.b32 p3, w8, 0x00F000F0, 0x64006400, 0xea;
+            sub.rn.f16x2 p0, p0, $9;
+            sub.rn.f16x2 p1, p1, $10;
+            sub.rn.f16x2 p2, p2, $9;
+            sub.rn.f16x2 p3, p3, $10;
+            mov.b32 {l0, h0}, p0;
+            mov.b32 {l1, h1}, p1;
+            mov.b32 {l2, h2}, p2;
+            mov.b32 {l3, h3}, p3;
+            cvt.f32.f16 $0, l0;
+            cvt.f32.f16 $1, l1;
+            cvt.f32.f16 $2, l2;
+            cvt.f32.f16 $3, l3;
+            cvt.f32.f16 $4, h0;
+            cvt.f32.f16 $5, h1;
+            cvt.f32.f16 $6, h2;
+            cvt.f32.f16 $7, h3;
+            }""",
+            "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r",
+            [word, zero_even, zero_odd],
+            dtype=(tl.float32,) * 8,
+            is_pure=True,
+            pack=1,
+        )
+    else:
+        zero_even = (zero.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True)
+        zero_odd = ((zero.to(tl.int16) << 4) | 0x6400).to(tl.float16, bitcast=True)
+        shifted = word >> 8
+        d0, d4 = _codes((word & 0x000F000F) | MAGIC, zero_even)
+        d1, d5 = _codes((word & 0x00F000F0) | MAGIC, zero_odd)
+        d2, d6 = _codes((shifted & 0x000F000F) | MAGIC, zero_even)
+        d3, d7 = _codes((shifted & 0x00F000F0) | MAGIC, zero_odd)
+        return d0, d1, d2, d3, d4, d5, d6, d7
+
+
+@triton.jit
+def _int4_gemv_kernel(
+    x_ptr,
+    w_ptr,  # qweight (K_pad/8, N) int32
+    scale_ptr,  # (K_pad/G, N)
+    zero_ptr,  # (K_pad/G, N) uint8
+    bias_ptr,
+    out_ptr,  # (M, N)
+    partial_ptr,  # SPLIT: fp32 partials (splits, M, N)
+    counter_ptr,  # SPLIT: int32 tile counters (zero)
+    M,
+    N,
+    K,  # x's K (<= 8 · KW)
+    KW,  # word rows: K_pad / 8
+    kw_per_split,
+    M_BUCKET,  # autotune key only
+    stride_xm,
+    stride_xk,
+    stride_om,
+    GROUP_SIZE: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # next power of two of M (<= GEMV_MAX_M)
+    BLOCK_N: tl.constexpr,
+    BLOCK_KW: tl.constexpr,
+    EVEN: tl.constexpr,  # full tiles, no masks (heuristic below)
+    ASM: tl.constexpr,  # decode with inline PTX (GPU); the interpreter runs the pure-Triton twin
+):
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
+    offs_m = tl.arange(0, BLOCK_M)
+    n3 = offs_n[None, None, :]  # (1, 1, BLOCK_N)
+    mask_n3 = n3 < N
+    m3 = offs_m[:, None, None]  # (BLOCK_M, 1, 1)
+    x_rows = x_ptr + m3.to(tl.int64) * stride_xm
+    kw_begin = split * kw_per_split
+    kw_end = tl.minimum(kw_begin + kw_per_split, KW)
+    acc = tl.zeros((BLOCK_M, BLOCK_KW, BLOCK_N), dtype=tl.float32)
+    for kw0 in range(kw_begin, kw_end, BLOCK_KW):
+        r3 = (kw0 + tl.arange(0, BLOCK_KW))[None, :, None]  # word rows (1, BLOCK_KW, 1)
+        w_ptrs = w_ptr + r3.to(tl.int64) * N + n3
+        if EVEN:  # noqa: SIM108 (full tiles, no masks: N % BLOCK_N == 0, K = 8 KW, KW % BLOCK_KW == 0)
+            word = tl.load(w_ptrs)
+        else:
+            word = tl.load(w_ptrs, mask=(r3 < kw_end) & mask_n3, other=0)
+        if GROUP_SIZE % (8 * BLOCK_KW) == 0:  # the tile lies in one group: one scale/zero row
+            meta = (tl.minimum(kw0, KW - 1) * 8 // GROUP_SIZE).to(tl.int64) * N + n3
+            meta_mask = mask_n3
+        else:  # a group per few word rows
+            meta = (r3 * 8 // GROUP_SIZE).to(tl.int64) * N + n3
+            meta_mask = (r3 < kw_end) & mask_n3
+        if EVEN:
+            scale = tl.load(scale_ptr + meta).to(tl.float32)
+            zero = tl.load(zero_ptr + meta).to(tl.int32)
+        else:
+            scale = tl.load(scale_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
+            zero = tl.load(zero_ptr + meta, mask=meta_mask, other=0).to(tl.int32)
+        # x at k = 8r + j, j = 0..7 (BLOCK_M, BLOCK_KW, 1), zero past K or M
+        k3 = r3 * 8
+        xs = x_rows + k3 * stride_xk
+        if EVEN and BLOCK_M == 1:
+            x0 = tl.load(xs).to(tl.float32)
+            x1 = tl.load(xs + 1 * stride_xk).to(tl.float32)
+            x2 = tl.load(xs + 2 * stride_xk).to(tl.float32)
+            x3 = tl.load(xs + 3 * stride_xk).to(tl.float32)
+            x4 = tl.load(xs + 4 * stride_xk).to(tl.float32)
+            x5 = tl.load(xs + 5 * stride_xk).to(tl.float32)
+            x6 = tl.load(xs + 6 * stride_xk).to(tl.float32)
+            x7 = tl.load(xs + 7 * stride_xk).to(tl.float32)
+        else:
+            x_mask = (m3 < M) & (k3 < K)
+            x0 = tl.load(xs, mask=x_mask, other=0.0).to(tl.float32)
+            x1 = tl.load(xs + 1 * stride_xk, mask=x_mask & (k3 + 1 < K), other=0.0).to(tl.float32)
+            x2 = tl.load(xs + 2 * stride_xk, mask=x_mask & (k3 + 2 < K), other=0.0).to(tl.float32)
+            x3 = tl.load(xs + 3 * stride_xk, mask=x_mask & (k3 + 3 < K), other=0.0).to(tl.float32)
+            x4 = tl.load(xs + 4 * stride_xk, mask=x_mask & (k3 + 4 < K), other=0.0).to(tl.float32)
+            x5 = tl.load(xs + 5 * stride_xk, mask=x_mask & (k3 + 5 < K), other=0.0).to(tl.float32)
+            x6 = tl.load(xs + 6 * stride_xk, mask=x_mask & (k3 + 6 < K), other=0.0).to(tl.float32)
+            x7 = tl.load(xs + 7 * stride_xk, mask=x_mask & (k3 + 7 < K), other=0.0).to(tl.float32)
+        d0, d1, d2, d3, d4, d5, d6, d7 = _decode_word(word, zero, ASM)
+        even = x0 * d0 + x4 * d4 + x2 * d2 + x6 * d6
+        odd = x1 * d1 + x5 * d5 + x3 * d3 + x7 * d7
+        acc += scale * (even + odd * 0.0625)
+    total = tl.sum(acc, axis=1)  # (BLOCK_M, BLOCK_N): the one reduction over word rows
+    store_splitk(
+        total, offs_m, offs_n, M, N, pid_n, split, tl.num_programs(1), partial_ptr, counter_ptr, scale_ptr,
+        bias_ptr, out_ptr, stride_om, SPLIT, False, HAS_BIAS, "none",
+    )  # fmt: skip
+
+
+def _even(args: dict) -> bool:
+    return args["N"] % args["BLOCK_N"] == 0 and args["K"] == 8 * args["KW"] and args["KW"] % args["BLOCK_KW"] == 0
+
+
+_int4_gemv = triton.autotune(configs=GEMV_CONFIGS, key=_GEMV_KEY)(triton.heuristics({"EVEN": _even})(_int4_gemv_kernel))
+
+
+def launch_int4_gemv(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    group_size: int,
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """``_int4_gemv_kernel`` for x (M ≤ GEMV_MAX_M, K); split-K planned as for the tile kernel."""
+    m, k = x.shape
+    kw, n = qweight.shape
+    if m > GEMV_MAX_M:
+        raise ValueError(f"x: expected at most GEMV_MAX_M = {GEMV_MAX_M} rows for the int4 GEMV, got {m}")
+    out = empty_output((m, n), dtype=x.dtype, device=x.device)
+    if m == 0 or n == 0:
+        return out
+    plan = split_plan(m, n, 8 * kw, x.device)  # k_per_split: a multiple of 256 = 32 word rows
+    split = plan.splits > 1
+    partials = splitk_partials(plan.splits, m, n, x.device) if split else out
+
+    def grid(meta):
+        return (triton.cdiv(n, meta["BLOCK_N"]), plan.splits)
+
+    counters = splitk_counters(x.device, max_tiles(GEMV_CONFIG_LIST, lambda c: grid(c)[0])) if split else out
+    _int4_gemv[grid](
+        x, qweight, scale, zero, qweight if bias is None else bias, out, partials, counters,
+        m, n, k, kw, plan.k_per_split // 8, m_bucket(m), x.stride(0), x.stride(1), out.stride(0),
+        GROUP_SIZE=group_size, HAS_BIAS=bias is not None, SPLIT=split, BLOCK_M=triton.next_power_of_2(m),
+        ASM=x.device.type == "cuda",
+    )  # fmt: skip
+    return out
 
 
 def _check_int4_weight_mm(
@@ -60,6 +306,8 @@ def int4_weight_mm(
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """x (M, K) · dequant(qweight (K/8, N), scale, zero (K/G, N))ᵀ + bias → (M, N) in x's dtype."""
+    if x.shape[0] <= GEMV_MAX_M:
+        return launch_int4_gemv(x, qweight, scale, zero, group_size, bias)
     return launch_dequant_mm(x, "int4", 4, qweight, scale, zero, bias, qweight.shape[1], group_size)
 
 
