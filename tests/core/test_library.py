@@ -119,6 +119,8 @@ def test_eager_reference_call_skips_the_dispatcher(device):
             assert_rel_close(scale_add(x, y, 2.0), scale_add_reference(x.double(), y.double(), 2.0), 1e-7)
             with pytest.raises(ValueError, match=r"y: expected shape \(N\) with N=13"):
                 scale_add(x, randn((12,)), 1.0)  # the shortcut still checks
+        traced = torch.fx.symbolic_trace(lambda a, b: scale_add(a, b, 2.0))  # a tracer records the op itself
+        assert any(node.target is torch.ops.slimtorch_tests.scale_add.default for node in traced.graph.nodes)
         leaf = x.clone().requires_grad_()
         assert _dispatched(lambda: scale_add(leaf, y, 2.0))  # a gradient to record: the op (and its autograd)
     x, y = x.to(device), y.to(device)

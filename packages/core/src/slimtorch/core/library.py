@@ -69,10 +69,12 @@ def _eager_reference(backend: Backend, args: tuple[Any, ...], kwargs: dict[str, 
     """True when this call may run the reference without the dispatcher: every tensor argument
     is a plain CPU tensor, nothing is being compiled or traced, no gradient would be recorded,
     and core's backend rule picks the reference."""
-    if not reference_on_cpu(backend) or torch.compiler.is_compiling():
+    values = (*args, *kwargs.values())
+    # fx proxies and torch-function modes (tracers) must see the op, not the reference's insides
+    if not reference_on_cpu(backend) or torch.compiler.is_compiling() or torch.overrides.has_torch_function(values):
         return False
     grad = torch.is_grad_enabled()
-    for value in (*args, *kwargs.values()):
+    for value in values:
         if isinstance(value, torch.Tensor) and (
             type(value) not in _PLAIN or not value.is_cpu or (grad and value.requires_grad)
         ):
