@@ -180,7 +180,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     try:
         model = container.load_model(args.file, builders=tasks.MODELS).to(args.device)
-    except (ValueError, ImportError) as err:
+    except (ValueError, TypeError, ImportError) as err:  # the loader's errors name the file and the key
         raise UsageError(str(err)) from err
     task = _task(args)
     print(
@@ -197,7 +197,7 @@ def _load_any(target: str, device, image_size: int):
     if target.endswith(".safetensors") or Path(target).is_file():
         try:
             return container.load_model(target, builders=tasks.MODELS).to(device)
-        except (ValueError, ImportError, FileNotFoundError) as err:
+        except (ValueError, TypeError, ImportError, FileNotFoundError) as err:
             raise UsageError(str(err)) from err
     try:
         return demo.build_model(target, 10, 1, image_size).to(device)
@@ -277,12 +277,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
     except ImportError:
         print("triton: not installed")
     print("slimtorch packages:", ", ".join(import_all_packages()))
-    for var in ("SLIMTORCH_BACKEND", "TRITON_INTERPRET"):
+    for var in ("SLIMTORCH_BACKEND", "SLIMTORCH_DISPATCH", "TRITON_INTERPRET"):
         print(f"{var}={os.environ.get(var, '')}")
     from slimtorch.core.dispatch import preferred_backend
 
     rule = "core's backend rule; auto = GPU kernels on CUDA, references on CPU"
     print(f"backend preference: {preferred_backend()} ({rule})")
+    from slimtorch.core import measured
+
+    for line in measured.describe():  # the mode, the cache file, every cached kernel-vs-torch choice
+        print(line)
     return 0
 
 
