@@ -6,7 +6,12 @@ GemmConv2d around one of them).
   (:mod:`slimtorch.core.dispatch`): ``"auto"`` (the Triton kernels on CUDA, the torch reference
   on CPU), ``"triton"``, ``"cuda"`` (the CUDA-C ``mma.sp`` kernel: opt-in, not yet GPU-verified;
   also chosen for fp16/bf16 inputs with K % 32 == 0 under ``SLIMTORCH_BACKEND=cuda``), ``"torch"``
-  (``torch.sparse.to_sparse_semi_structured``, CUDA only) and ``"reference"``.
+  (``torch.sparse.to_sparse_semi_structured``, CUDA only) and ``"reference"``. Under ``"auto"``
+  on CUDA the batch decides (:func:`choose_kernel_24`): M <= SMALL_M_MAX (16) runs the Triton
+  kernels; larger M runs on sparse tensor cores, torch's cuSPARSELt (CUTLASS where torch lacks
+  cuSPARSELt) for fp16/bf16 on sm_80+, else our mma.sp kernel, and the Triton tile kernel only
+  when neither takes the input (fp32, shapes they reject). torch's operand is built lazily from
+  the canonical (values, meta) per (device, dtype) and is never part of the state_dict.
 - :class:`BlockSparseLinear` — BSR weight (``crow_indices``, ``col_indices``, ``values``).
 - :class:`MaskedSparseLinear` — for fine-tuning: a dense weight times a 2:4 mask, so gradients
   reach the kept weights only; with ``sr_ste=True`` the mask is recomputed from the dense weights

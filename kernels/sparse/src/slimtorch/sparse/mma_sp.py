@@ -9,6 +9,11 @@ accumulation, bias in the kernel; the activation, if any, is NOT fused: it runs 
 torch (one definition of the activations). The metadata must be in the mma register layout
 (:func:`slimtorch.sparse.formats.to_mma_sp_metadata`, shape (ceil(N/16), K/32, 16) int32).
 
+Its index arithmetic (the word every lane loads into every operand register, where every
+accumulator is stored) lives in plain ``S24_HD`` C++ functions of the .cu, which
+tests/sparse/mma_sp_index_harness.cpp compiles with g++ and tests/sparse/test_mma_sp.py checks
+lane by lane against the PTX fragment layouts (a wrong lane planted in a copy of the .cu fails).
+
 NOT VERIFIED ON A GPU YET: it compiles for sm_80/sm_90 in CI but has never run. It is opt-in
 (``SparseLinear24(..., backend="cuda")`` or ``SLIMTORCH_BACKEND=cuda``) and its
 correctness test is marked ``gpu``. fp16/bf16 only, K a multiple of 32.

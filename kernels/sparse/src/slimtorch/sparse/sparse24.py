@@ -12,8 +12,12 @@ tensor-core MMAs (``mma.sp``); that compute-bound path is the CUDA kernel in :mo
 Two kernels, chosen in the launcher by M (thresholds unmeasured until a GPU run):
 
 - ``_sparse24_gemv_kernel`` (M <= GEMV_MAX_M): no dense tile at all. Each program owns BLOCK_N
-  output features and walks its share of the stored values; for each value it gathers the x
-  elements its index points at (x is tiny and stays in L1) and accumulates on CUDA cores in fp32.
+  output features and walks its share of the stored values, BLOCK_V / BLOCK_M of them (whole meta
+  words: 16 values = 32 dense columns each) per iteration, as a (BLOCK_N, words, 16) tile: the
+  values with 16-byte vector loads, one int32 meta word per 16 values, each value's x element
+  gathered (x is tiny and stays in L1). Every lane keeps its own fp32 partial products across the
+  whole K loop and the tile is reduced once at the end (one ``tl.sum``: no warp shuffles or
+  barriers per K step); rows past M / N are clamped, so only the last partial tile is masked.
 - ``_sparse24_mm_kernel`` (larger M): per K tile it loads the (BLOCK_N, BLOCK_K/2) stored values
   once (contiguous), splits them into the first and second value of each group, and for each of
   the 4 slots p builds ``W_p[n, g] = W[n, 4g + p]`` (the value whose index is p, else 0) and adds
@@ -103,16 +107,17 @@ def _mm_config(block_m: int, block_n: int, block_k: int, warps: int, stages: int
 
 
 # BLOCK_K >= 64 so each of the 4 slot dots has K = BLOCK_K/4 >= 16; every dim >= 16 for tl.dot.
+# Dropped because they spill on sm_90a (benchmarks/static/sm_90a-sparse24.md): 16×64×128 with 4 warps
+# (2 STL/LDL at any stage count), 128×256×64 (25–30 with 8 warps, ~870 with 16).
 MM_CONFIGS = autotune_configs(
     [
         _mm_config(32, 32, 64, 4, 2),
-        _mm_config(16, 64, 128, 8, 3),
+        _mm_config(16, 64, 64, 4, 3),
         _mm_config(32, 64, 128, 4, 3),
         _mm_config(64, 64, 64, 4, 4),
         _mm_config(64, 128, 64, 4, 3),
         _mm_config(128, 64, 64, 4, 3),
         _mm_config(128, 128, 64, 8, 3),
-        _mm_config(128, 256, 64, 8, 2),
     ]
 )
 
