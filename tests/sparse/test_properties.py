@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from slimtorch.core import reference_only
-from slimtorch.core.testing import assert_rel_close, assert_rows_match, rel_bound
+from slimtorch.core.testing import assert_rel_close, assert_rows_match, linear_map, rel_bound
 from slimtorch.sparse import BlockSparseLinear, SparseLinear24, bsr_mm, sparse24_mm
 from slimtorch.sparse.formats import compress_24, prune_24, to_bsr
 
@@ -35,9 +35,12 @@ def _x(m, k, dtype, seed, strided, poison):
     return x
 
 
-def _check(out, ref, x, k, dtype):
+def _check(out, ref, x, k, dtype, reference, bias=None):
+    """NaN rows, and the finite rows by the forward-error bound ‖out − ref‖ ≤ rel_bound · ‖|x|·|W|ᵀ + |b|‖
+    (robust where outputs cancel), W the reference's own matrix (``reference``: x ↦ x·Wᵀ, no bias)."""
     assert out.dtype == dtype
-    event(f"{assert_rows_match(out, ref, x, rel_bound(dtype, k))} non-finite rows")
+    weight = linear_map(reference, x.shape[1])
+    event(f"{assert_rows_match(out, ref, x, rel_bound(dtype, k), weight=weight, bias=bias)} non-finite rows")
 
 
 @given(
@@ -57,8 +60,9 @@ def test_sparse24_kernel_matches_reference(m, groups, n, dtype, strided, poison,
     b = torch.randn(n, generator=_gen(seed + 2)).to(dtype) if bias else None
     x = _x(m, k, dtype, seed, strided, poison)
     out = sparse24_mm(x, values.to(dtype), meta, b)
-    ref = sparse24_mm.get_reference()(x.double(), values.to(dtype).double(), meta, None if b is None else b.double())
-    _check(out, ref, x, k, dtype)
+    values64 = values.to(dtype).double()
+    ref = sparse24_mm.get_reference()(x.double(), values64, meta, None if b is None else b.double())
+    _check(out, ref, x, k, dtype, lambda e: sparse24_mm.get_reference()(e, values64, meta, None), b)
 
 
 @given(
@@ -79,7 +83,7 @@ def test_bsr_kernel_matches_reference(m, rows, cols, density, dtype, strided, po
     x = _x(m, k, dtype, seed, strided, poison)
     out = bsr_mm(x, crow, col, values.to(dtype))
     ref = bsr_mm.get_reference()(x.double(), crow, col, values.to(dtype).double())
-    _check(out, ref, x, k, dtype)
+    _check(out, ref, x, k, dtype, lambda e: bsr_mm.get_reference()(e, crow, col, values.to(dtype).double()))
 
 
 # ----------------------------------------------------------------------------- corrupted state_dicts
