@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from slimtorch.core import measured
 from slimtorch.core.checks import check_tensor
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference
@@ -47,14 +48,43 @@ def _check_int8_weight_mm(
     check_int8_weight_args(x, qweight, scale, bias)
 
 
+def launch_int8_weight_mm(
+    x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Our kernel (``int8_weight_mm.launcher``)."""
+    return launch_dequant_mm(x, "int8", 8, qweight, scale, None, bias, qweight.shape[0])
+
+
+def _torch_paths(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor]) -> dict:
+    """torch's ways to the same product, for dispatch by measurement: its int8 weight-only GEMM
+    (``torch._weight_int8pack_mm``, where this torch has it for CUDA) and dequantize + cuBLAS."""
+
+    def int8pack() -> torch.Tensor:
+        y = torch._weight_int8pack_mm(x, qweight, scale.to(x.dtype))
+        return y if bias is None else y + bias.to(x.dtype)
+
+    def dequant_linear() -> torch.Tensor:
+        return torch.nn.functional.linear(x, dequantize_int8(qweight, scale, x.dtype), bias)
+
+    return {"torch._weight_int8pack_mm": int8pack, "torch dequant+F.linear": dequant_linear}
+
+
 @kernel_op(
     "slimtorch::int8_weight_mm", reference="int8_weight_mm_reference", check=_check_int8_weight_mm, row_input="x"
 )
 def int8_weight_mm(
     x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """x (M, K) · dequant(qweight (N, K), scale (N,))ᵀ + bias (N,) → (M, N) in x's dtype."""
-    return launch_dequant_mm(x, "int8", 8, qweight, scale, None, bias, qweight.shape[0])
+    """x (M, K) · dequant(qweight (N, K), scale (N,))ᵀ + bias (N,) → (M, N) in x's dtype. On CUDA, our
+    kernel or torch's path, whichever measured faster for this shape bucket (core.measured)."""
+    candidates = {
+        "triton": lambda: launch_int8_weight_mm(x, qweight, scale, bias),
+        **_torch_paths(x, qweight, scale, bias),
+    }
+    return measured.run("slimtorch::int8_weight_mm", measured.gemm_key(x, qweight.shape[0], x.shape[1]), candidates, x)
+
+
+int8_weight_mm.launcher = launch_int8_weight_mm  # benchmarks and the static report time our kernel itself
 
 
 def int8_weight_mm_reference(
