@@ -246,3 +246,11 @@ def bench_prune(session: nox.Session) -> None:
     session.run("python", "-m", "slimtorch.compress.bench_prune", *session.posargs)
     env = {**CPU_TEST_ENV, "SLIMTORCH_PRUNE_FULL_WALK": "1"}
     session.run("pytest", "tests/compress/prune", "-n", "2", "--durations=10", env=env)
+
+
+@nox.session
+def prune_digits(session: nox.Session) -> None:
+    """Unstructured pruning on the digits task (Han et al.'s iterative magnitude, DNS, lottery ticket,
+    SNIP, OBD, OBS, 2:4) for LeNet-300-100 and LeNet-5 -> benchmarks/results/cpu/prune_digits.*."""
+    _install(session, ["slimtorch-compress", "slimtorch-sparse"])
+    session.run("python", "-m", "slimtorch.compress.prune.digits", *session.posargs)

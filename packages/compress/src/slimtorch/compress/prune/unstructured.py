@@ -16,13 +16,15 @@ A masked module's class is torch's ``Parametrized<Linear>``, so other conversion
 **Scores** (``method``; the lowest ``sparsity`` fraction of scores is removed, ties by position):
 - ``"magnitude"``: ``|w|`` (Han et al. 2015, *Learning both Weights and Connections*).
 - ``"random"``: a seeded uniform draw (the baseline every criterion must beat).
-- other criteria (SNIP, OBD, OBS, DNS) hand their scores in through ``scores=`` of
-  :func:`prune_unstructured_` (see :mod:`slimtorch.compress.prune.criteria_unstructured`).
+- other criteria hand their scores in through ``scores=`` of :func:`prune_unstructured_`: SNIP and
+  OBD (:mod:`slimtorch.compress.prune.saliency`, which also holds layer-wise OBS, whose
+  compensation changes the weights); Dynamic Network Surgery (:mod:`slimtorch.compress.prune.surgery`)
+  subclasses the mask; 2:4 / block masks and the exports are :mod:`slimtorch.compress.prune.export`.
 
 ``scope="layer"`` removes ``sparsity`` of every layer; ``scope="global"`` one threshold over all
 selected layers (Han's global magnitude pruning: layers with small weights lose more). Pruning a
 model that is already masked re-scores the masked weights, so already-removed weights stay removed
-and the gradual schedules (:mod:`slimtorch.compress.prune.schedules`) call this repeatedly.
+and the gradual / iterative schedules (:mod:`slimtorch.compress.prune.schedule`) call this repeatedly.
 """
 
 from __future__ import annotations
