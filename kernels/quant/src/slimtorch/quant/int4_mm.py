@@ -126,7 +126,7 @@ def _decode_word(word, zero, ASM: tl.constexpr):
             cvt.f32.f16 $6, h2;
             cvt.f32.f16 $7, h3;
             }""",
-            "=r,=r,=r,=r,=r,=r,=r,=r,r,r,r",
+            "=f,=f,=f,=f,=f,=f,=f,=f,r,r,r",
             [word, zero_even, zero_odd],
             dtype=(tl.float32,) * 8,
             is_pure=True,
