@@ -153,3 +153,17 @@ def test_compiles_fullgraph(device):
     x, values, meta, b = make_operands(3, 12, 32, torch.float32, device)
     fn = torch.compile(lambda a: sparse24_mm(a, values, meta, b, "relu") * 2, fullgraph=True, backend="aot_eager")
     assert_rel_close(fn(x), 2 * reference64(x, values, meta, b, "relu"), rel_bound(torch.float32, 32, device=device))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_gemv_nonfinite_row_gives_nan_row(device, bad):
+    """The GEMV skips pruned weights (0·NaN never happens): a NaN / Inf anywhere in a row of x still gives
+    an all-NaN output row (core's row policy), the other row is untouched."""
+    m = sparse24.GEMV_MAX_M
+    x, values, meta, b = make_operands(m, 23, 100, torch.float16, device, seed=11)
+    x[m - 1, 5] = bad
+    out = sparse24_mm(x, values, meta, b, "relu")
+    assert bool(out[m - 1].isnan().all())
+    good = slice(0, m - 1)
+    expected = reference64(x[good], values, meta, b, "relu")
+    assert_rel_close(out[good], expected, rel_bound(torch.float16, 100, device=device))
