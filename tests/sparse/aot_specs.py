@@ -1,6 +1,6 @@
 """Every Triton kernel of slimtorch.sparse as AOT specialisations (see slimtorch.core.aot), captured
 from the launchers (slimtorch.core.capture) so each is specialised exactly as at run time: the 2:4
-GEMV (M = 1, 3; split-K and not) and tile kernel (M = 64), BSR at block sizes 16/32/64, in fp16,
+GEMV (M = 1, 2; split-K and not) and tile kernel (M = 64), BSR at block sizes 16/32/64, in fp16,
 bf16 and fp32, with bias and an activation. ``quick``: the first autotune config of each launch."""
 
 import torch
@@ -12,7 +12,7 @@ from slimtorch.sparse.formats import compress_24, prune_24, prune_blocks, to_bsr
 from slimtorch.sparse.sparse24 import sparse24_mm
 
 K, N = 1024, 192
-CALLS = ((1, torch.float16, 0), (3, torch.bfloat16, 1), (64, torch.float32, 0), (40, torch.float16, 1))
+CALLS = ((1, torch.float16, 0), (2, torch.bfloat16, 1), (64, torch.float32, 0), (40, torch.float16, 1))
 
 
 def _run():
