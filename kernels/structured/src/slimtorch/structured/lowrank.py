@@ -30,12 +30,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimtorch.core.checks import check_positive_int
 from slimtorch.core.modules import dense_linear
+
+
+def _check_features(in_features: object, out_features: object, what: str = "") -> None:
+    """Both sizes positive ints (a zero-size layer is refused at construction, naming the size)."""
+    check_positive_int(in_features, f"{what}in_features")
+    check_positive_int(out_features, f"{what}out_features")
 
 
 def _check_conv(conv: nn.Module) -> None:
     if type(conv) is not nn.Conv2d:
         raise TypeError(f"conv: expected an nn.Conv2d, got {type(conv).__name__}")
+    check_positive_int(conv.in_channels, "conv.in_channels")
+    check_positive_int(conv.out_channels, "conv.out_channels")
     if conv.groups != 1 or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
         raise ValueError(
             "conv: expected groups=1, numeric padding and padding_mode='zeros', got "
@@ -104,6 +113,7 @@ class LowRankLinear(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True, *, device=None, dtype=None):
         super().__init__()
+        _check_features(in_features, out_features)
         if not isinstance(rank, int) or not 1 <= rank <= min(in_features, out_features):
             raise ValueError(
                 f"rank: expected an int in [1, min(in, out) = {min(in_features, out_features)}], got {rank!r}"
@@ -127,6 +137,7 @@ class LowRankLinear(nn.Module):
         """Truncated SVD; ``energy`` is the default criterion, ignored when another one is given."""
         if type(linear) is not nn.Linear:
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
+        _check_features(linear.in_features, linear.out_features, "linear.")
         if rank is not None or rank_ratio is not None or param_ratio is not None:
             energy = None
         u, v, error = truncated_svd(
@@ -487,6 +498,11 @@ class TTLinear(nn.Module):
     ):
         super().__init__()
         d = len(in_modes)
+        if d == 0:
+            raise ValueError(f"in_modes: expected at least one mode, got {list(in_modes)}")
+        for name, values in (("in_modes", in_modes), ("out_modes", out_modes), ("ranks", ranks)):
+            for i, value in enumerate(values):
+                check_positive_int(value, f"{name}[{i}]")
         if len(out_modes) != d or len(ranks) != d + 1 or ranks[0] != 1 or ranks[-1] != 1:
             raise ValueError(
                 f"ranks: expected {d + 1} TT ranks starting and ending with 1 for {d} in/out modes, got "
@@ -554,6 +570,7 @@ class TTLinear(nn.Module):
         the largest cap within ``param_ratio``·in·out parameters (default: error 0.1)."""
         if type(linear) is not nn.Linear:
             raise TypeError(f"linear: expected an nn.Linear, got {type(linear).__name__}")
+        _check_features(linear.in_features, linear.out_features, "linear.")
         given = [v for v in (max_rank, error, param_ratio) if v is not None]
         if len(given) > 1:
             raise ValueError("expected at most one of max_rank, error, param_ratio")
