@@ -26,7 +26,7 @@
 // The index arithmetic (which word each lane loads, where each accumulator goes) is in the S24_HD
 // functions below, plain C++ under any compiler: tests/sparse/mma_sp_index_harness.cpp includes this
 // very file with g++ (no __CUDACC__: the device code below is skipped) and checks them lane by lane
-// against the PTX fragment layouts (tests/sparse/test_mma_sp_index.py).
+// against the PTX fragment layouts (tests/sparse/test_mma_sp.py).
 
 #define WARPS_PER_BLOCK 4
 #define WARP_M 32
