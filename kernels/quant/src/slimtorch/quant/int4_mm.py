@@ -66,7 +66,9 @@ from slimtorch.quant.dequant_mm import (
 )
 from slimtorch.quant.formats import check_group_size, dequantize_int4, padded_k
 
-GEMV_MAX_M = 4  # M at or below: the CUDA-core GEMV (its FMAs grow with M; above, tensor cores win)
+# M at or below: the CUDA-core GEMV. Its FMAs grow with M: sm_90a best config 4.7 (M = 1), 6.4 (M = 2) and 12.6
+# (M = 4, other configs spill) SASS instructions per weight, against 8.6 for the tl.dot kernel at any M <= 16.
+GEMV_MAX_M = 2
 MAGIC = tl.constexpr(0x64006400)  # two fp16 1024.0: OR a code into the low mantissa bits -> 1024 + code
 
 _GEMV_KEY = ["M_BUCKET", "N", "K", "GROUP_SIZE", "SPLIT"]

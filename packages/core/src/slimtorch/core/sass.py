@@ -87,7 +87,7 @@ BUDGETS: dict[str, dict[str, float]] = {
     # Set 2026-12-01 from benchmarks/static/sm_90a.json (triton 3.9; the gated rows also with 3.6): the worst
     # best-config row over the report's shapes, +6% instructions, -7% ceiling, +8% registers. ``target_*`` are
     # the goals, recorded here and not enforced.
-    # M <= 4: the CUDA-core GEMV (int4_mm._int4_gemv_kernel, 2026-12-01, triton 3.9): 4.73 instr/weight, ceiling
+    # M <= 2: the CUDA-core GEMV (int4_mm._int4_gemv_kernel, 2026-12-01, triton 3.9): 4.73 instr/weight, ceiling
     # 0.91-0.95, 168 regs, no spills (was 8.56 / 0.52 / 210 with the tl.dot kernel). 2.5 instr/weight is below
     # what fp32 accumulation on CUDA cores allows (1 cvt + 1 FFMA + 0.5 LOP3 per weight; see int4_mm's doc).
     "quant int4-g128 gemv _int4_gemv_kernel": {
@@ -97,7 +97,7 @@ BUDGETS: dict[str, dict[str, float]] = {
         "target_max_instr_per_weight": 2.5,
         "target_min_static_ceiling": 0.85,  # of HBM
     },
-    # 4 < M <= 16 still runs the tl.dot GEMV (the report's M = 16 rows)
+    # 2 < M <= 16 still runs the tl.dot GEMV (the report's M = 16 rows)
     "quant int4-g128 gemv _dequant_mm_kernel": {  # 8.56 (3.6: 9.04) instr/weight, ceiling 0.52 (0.49), 214 regs
         "max_instr_per_weight": 9.5,
         "min_static_ceiling": 0.46,
