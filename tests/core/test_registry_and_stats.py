@@ -64,6 +64,35 @@ def test_count_parameters_uses_compressed_count():
     assert model_stats.count_parameters(model) == 4 * 3 + 3 + 16
 
 
+class HalfMacs(nn.Module):
+    """A compressed layer computing x @ W.T for a (6, 5) W at half the MACs (its own hook)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(5, 6)  # never counted: the hook speaks for the whole layer
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def compressed_macs(self, input_shape) -> int:
+        return input_shape[0] * 6 * 5 // 2
+
+
+def test_count_macs_by_hand():
+    # conv 3->8, 3x3, stride 2 on 9x11 -> 4x5 outputs; depthwise 8, 3x3 pad 1 (4x5); grouped 1x1 8->4, groups 2
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        nn.Conv2d(8, 4, 1, groups=2),
+        nn.Flatten(),
+        nn.Linear(4 * 4 * 5, 5),
+        HalfMacs(),
+    )
+    n = 3
+    expected = n * (8 * 4 * 5 * 3 * 9 + 8 * 4 * 5 * 9 + 4 * 4 * 5 * 4 + 5 * 80 + 15)
+    assert model_stats.count_macs(model, randn((n, 3, 9, 11))) == expected
+
+
 def test_memory_bytes_counts_shared_once():
     lin = nn.Linear(10, 10, bias=False)
     model = nn.Sequential(lin, lin)

@@ -34,7 +34,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from slimtorch.core.model_stats import count_parameters, disk_bytes, memory_bytes
+from slimtorch.core.model_stats import count_parameters, disk_bytes, layer_macs, memory_bytes
 
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.SiLU, nn.GELU, nn.Tanh)
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
@@ -95,13 +95,10 @@ def _nbytes(t: torch.Tensor) -> int:
 
 def _cost(module: nn.Module, x: torch.Tensor, out: torch.Tensor) -> tuple[str, Optional[int], int]:
     """(kind, MACs or None when unknown, other FLOPs) of one call."""
-    hook = getattr(module, "compressed_macs", None)
-    if callable(hook):
-        return type(module).__name__, int(hook(tuple(x.shape))), 0
-    if isinstance(module, nn.modules.conv._ConvNd):
-        return "conv", out.numel() * module.weight[0].numel(), 0
-    if isinstance(module, nn.Linear):
-        return "linear", out.numel() * module.in_features, 0
+    macs = layer_macs(module, tuple(x.shape), out)
+    if macs is not None:
+        kind = "conv" if isinstance(module, nn.modules.conv._ConvNd) else "linear"
+        return (type(module).__name__ if callable(getattr(module, "compressed_macs", None)) else kind), macs, 0
     if isinstance(module, nn.modules.batchnorm._NormBase):
         return "norm", 0, 2 * out.numel()
     if isinstance(module, _ACTIVATIONS):

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm import tqdm
 
 from slimtorch.compress.prune import Pruner
 from slimtorch.core.bench import Environment, save_figure, time_fn, write_report
-from slimtorch.core.model_stats import count_parameters
+from slimtorch.core.model_stats import count_macs, count_parameters
 
 DEFAULT_MODELS = ("resnet50", "mobilenet_v2", "slim_mobilenetv2_100")
 
@@ -45,13 +44,6 @@ class Row:
     mac_ratio: float | None = None  # MACs0 / MACs1
     efficiency: float | None = None  # speedup / mac_ratio (goal >= 0.8)
     error: str | None = None
-
-
-def macs(model: nn.Module, x: torch.Tensor) -> int:
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
-    return counter.get_total_flops() // 2
 
 
 def build(name: str) -> tuple[nn.Module, list[str]]:
@@ -110,7 +102,7 @@ def run(models: list[str], ratio: float, batch: int, rep_ms: float, rounds: int 
         with torch.no_grad():
             want = base(x_prune).shape
         candidates: dict[str, nn.Module] = {"unpruned": base}
-        model_rows = {"unpruned": Row(name, "unpruned", count_parameters(base), macs(base, x_prune), None, None)}
+        model_rows = {"unpruned": Row(name, "unpruned", count_parameters(base), count_macs(base, x_prune), None, None)}
         for tool, prune in tools.items():
             model = copy.deepcopy(base)
             ignored = [model.get_submodule(h) for h in heads]
@@ -123,7 +115,7 @@ def run(models: list[str], ratio: float, batch: int, rep_ms: float, rounds: int 
                 if got != want:
                     raise RuntimeError(f"output shape {tuple(got)} != {tuple(want)}")
                 candidates[tool] = pruned
-                model_rows[tool] = Row(name, tool, count_parameters(pruned), macs(pruned, x_prune), None, seconds)
+                model_rows[tool] = Row(name, tool, count_parameters(pruned), count_macs(pruned, x_prune), None, seconds)
             except Exception as err:  # a tool that fails on a model is a result, not a crash
                 model_rows[tool] = Row(name, tool, 0, 0, None, None, error=f"{type(err).__name__}: {err}"[:300])
         samples: dict[str, list[float]] = {k: [] for k in candidates}

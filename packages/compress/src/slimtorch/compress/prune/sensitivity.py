@@ -32,7 +32,6 @@ accurate; with a fixed step per layer the loss per unit saved is the comparable 
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -48,7 +47,7 @@ from slimtorch.compress.prune.importance import channel_scores
 from slimtorch.compress.prune.pruner import PruneConfig, Pruner, _check_ratio, _ignored_names
 from slimtorch.core.checks import check_positive_int
 from slimtorch.core.conversions import ConversionReport, FilterFn
-from slimtorch.core.model_stats import count_parameters
+from slimtorch.core.model_stats import count_macs, count_parameters
 
 __all__ = [
     "METRICS",
@@ -76,26 +75,10 @@ def _inputs(example_inputs: Any) -> tuple:
 
 
 def macs(model: nn.Module, example_inputs: Any) -> int:
-    """Multiply-accumulates of one forward on ``example_inputs`` in the convolutions and linears
-    (forward hooks: a conv costs out.numel()·(C_in/groups)·kh·kw, a linear out.numel()·in_features;
-    the same count as torch's flop counter / 2 for these layers, without its seconds of first-use
-    start-up). Functional matmuls (attention) are not counted: pass ``metric=callable`` for those."""
-    total = [0]
-
-    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        if isinstance(module, nn.Conv2d):
-            total[0] += out.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
-        else:
-            total[0] += out.numel() * module.in_features
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    try:
-        with torch.no_grad():
-            model(*_inputs(example_inputs))
-    finally:
-        for h in handles:
-            h.remove()
-    return total[0]
+    """MACs of one forward on ``example_inputs`` (core's :func:`~slimtorch.core.model_stats.count_macs`:
+    convolutions, linears and compressed layers). Functional matmuls (attention) are not counted:
+    pass ``metric=callable`` for those."""
+    return count_macs(model, *_inputs(example_inputs))
 
 
 def latency_ms(model: nn.Module, example_inputs: Any, *, warmup_ms: float = 10.0, rep_ms: float = 40.0) -> float:
