@@ -1,4 +1,4 @@
-"""Model-level quantization: typed configs, ``quantize_``, and safetensors export/import.
+"""Model-level quantization: typed configs, ``quantize_``, and the layers' format in the compressed file.
 
     from slimtorch.quant import quantize_, Int4WeightOnlyConfig
     report = quantize_(model, Int4WeightOnlyConfig(group_size=32))   # in place
@@ -10,27 +10,23 @@
 eligibility rule) becomes the config's quantized linear layer, a convolution as a
 :class:`~slimtorch.core.modules.GemmConv2d` around one. Ineligible modules stay as they are and
 the report says why: grouped/depthwise convolutions, string padding or non-zero padding modes,
-K not a multiple of the int4 group size, attention's ``out_proj`` (read directly by
-``nn.MultiheadAttention``), our own fused layers (a shift, a shuffle, a fused activation) and
-layers already compressed. Non-finite weights raise ``ValueError``.
+attention's ``out_proj`` (read directly by ``nn.MultiheadAttention``), our own fused layers (a
+shift, a shuffle, a fused activation) and layers already compressed. Non-finite weights raise
+``ValueError``. int4 converts any K: its layout pads K to the group size with zero weights.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
-import safetensors
-import safetensors.torch
 import torch
 from torch import nn
 
 from slimtorch.core.checks import check_choice
 from slimtorch.core.conversions import ConversionReport, FilterFn, GemmConversion, convert_model
-from slimtorch.core.model_stats import state_dict_tensors
-from slimtorch.core.modules import GemmConv2d, replace_submodule
+from slimtorch.core.layer_formats import LayerFormat, Symbols, register_layer_format
+from slimtorch.core.modules import GemmConv2d
 from slimtorch.quant import formats
 from slimtorch.quant.layers import (
     BinaryLinear,
@@ -43,9 +39,6 @@ from slimtorch.quant.layers import (
     build_layer,
     describe_layer,
 )
-
-METADATA_KEY = "slimtorch.quant.layers"
-
 
 # ----------------------------------------------------------------------------- configs
 
@@ -95,11 +88,6 @@ class Int4WeightOnlyConfig(WeightConfig):
 
     def options(self) -> dict[str, Any]:
         return {"group_size": self.group_size, "scale_dtype": self.scale_dtype}
-
-    def gemm_skip_reason(self, out_features: int, in_features: int) -> str | None:
-        if in_features % self.group_size:
-            return f"in_features {in_features} is not a multiple of group_size {self.group_size}"
-        return None
 
 
 @dataclass(frozen=True)
@@ -154,90 +142,42 @@ def quantize_(model: nn.Module, config: WeightConfig, filter_fn: FilterFn | None
     return convert_model(model, config, filter_fn, conversion="quantize_")
 
 
-# ----------------------------------------------------------------------------- safetensors
+# ----------------------------------------------------------------------------- the compressed file
 
 
-def quantized_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every quantized layer (a quantized linear, or a GemmConv2d around one; not the linear inside
-    a conv) by name."""
-    found: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        parent = found.get(name.rpartition(".")[0])
-        quantized_conv = isinstance(module, GemmConv2d) and isinstance(module.gemm, QuantizedLinear)
-        if (isinstance(module, QuantizedLinear) or quantized_conv) and not isinstance(parent, GemmConv2d):
-            found[name] = module
-    return found
+def _claims(module: nn.Module) -> bool:
+    """A quantized linear, or a GemmConv2d around one (the conv is rebuilt whole)."""
+    return isinstance(module, QuantizedLinear) or (
+        isinstance(module, GemmConv2d) and isinstance(module.gemm, QuantizedLinear)
+    )
 
 
-def to_safetensors(model: nn.Module, path: str | Path) -> None:
-    """Save the model's state_dict (packed weights included) with the layout of its quantized
-    layers in the file's metadata, so :func:`load_quantized` can rebuild them. No pickle."""
-    layers = {name: describe_layer(module) for name, module in quantized_layers(model).items()}
-    safetensors.torch.save_file(state_dict_tensors(model), str(path), metadata={METADATA_KEY: json.dumps(layers)})
+def _to_symbols(module: nn.Module, name: str, tensor: torch.Tensor) -> Symbols | None:
+    """A codebook layer's packed ``qweight`` as its N·K indices (Deep Compression's entropy-coded stream)."""
+    if not isinstance(module, CodebookLinear) or name != "qweight":
+        return None
+    codes = formats.unpack_codes(tensor, formats.storage_bits(module.bits), module.in_features)
+    return Symbols(codes.numpy().reshape(-1), 2**module.bits, {"bits": module.bits, "in_features": module.in_features})
 
 
-def _read_layouts(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The file's layer descriptions, validated: a ``ValueError`` naming the file for a file that is
-    not safetensors (empty, truncated, foreign), and for metadata that is not our JSON layout."""
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (safetensors.SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"path: {path} is not a readable safetensors file ({error})") from None
-    if METADATA_KEY not in metadata:
-        raise ValueError(f"path: {path} has no {METADATA_KEY!r} metadata; was it written by to_safetensors?")
-    try:
-        layouts = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError as error:
-        raise ValueError(f"path: {path}: metadata {METADATA_KEY!r} is not valid JSON ({error})") from None
-    if not isinstance(layouts, dict):
-        raise ValueError(
-            f"path: {path}: metadata {METADATA_KEY!r}: expected a JSON object, got {type(layouts).__name__}"
-        )
-    for name, description in layouts.items():
-        if not isinstance(description, dict) or not isinstance(description.get("class"), str):
-            raise ValueError(
-                f"path: {path}: metadata {METADATA_KEY!r}[{name!r}]: expected an object with a 'class' name, "
-                f"got {description!r}"
-            )
-    return layouts
+def _from_symbols(values, params: dict[str, Any]) -> torch.Tensor:
+    bits, k = int(params["bits"]), int(params["in_features"])
+    check_choice(bits, "bits", formats.CODEBOOK_BITS)
+    if k <= 0 or values.size % k:
+        raise ValueError(f"codes: {values.size} indices are not rows of in_features={k}")
+    return formats.pack_codes(torch.from_numpy(values).long().view(-1, k), formats.storage_bits(bits))
 
 
-def _build(path: str | Path, name: str, description: dict[str, Any], device: torch.device) -> nn.Module:
-    try:
-        return build_layer(description, device)
-    except (TypeError, ValueError, KeyError, AttributeError) as error:
-        raise ValueError(
-            f"path: {path}: metadata for layer {name!r} cannot build a layer ({error}): {description}"
-        ) from None
-
-
-def load_quantized(path: str | Path, model: nn.Module) -> nn.Module:
-    """Load a file written by :func:`to_safetensors` into ``model``, the float architecture it was
-    quantized from: the quantized layers are rebuilt at their names, then every tensor is loaded
-    (strict; each stored tensor's dtype, shape and value range checked, naming its key). Returns
-    the model (a new object only if the root itself was quantized). A file that is not a readable
-    safetensors file, metadata that is not our layout, and missing or extra tensors raise
-    ``ValueError`` naming the path. (No checksums: a flipped byte inside a tensor's data loads as
-    what the file holds if that is a valid value; the compressed file of slimtorch-compress has them.)"""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    for name, description in _read_layouts(path).items():
-        try:
-            target = model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(f"path: {path}: metadata names a layer {name!r} that the model does not have") from None
-        device = next(iter(target.parameters()), torch.empty(0)).device
-        model = replace_submodule(model, name, _build(path, name, description, device))
-    device = next(iter(model.buffers()), torch.empty(0)).device
-    try:
-        tensors = safetensors.torch.load_file(str(path), device=str(device))
-    except (safetensors.SafetensorError, OSError, ValueError) as error:
-        raise ValueError(f"path: {path} is not a readable safetensors file ({error})") from None
-    try:
-        model.load_state_dict(tensors, strict=True, assign=False)
-    except RuntimeError as error:  # missing or unexpected keys
-        raise ValueError(f"path: {path}: {error}") from None
-    except (ValueError, TypeError) as error:  # a stored tensor's dtype, shape or values (named by key)
-        raise type(error)(f"path: {path}: {error}") from None
-    return model
+# Quantized layers in slimtorch.core.container's file: save_compressed(model, path) writes them
+# packed, load_compressed(path, float_model) rebuilds them (build_layer) and they run packed.
+QUANT_LAYER_FORMAT = register_layer_format(
+    LayerFormat(
+        name="quant",
+        family="quant",
+        claims=_claims,
+        describe=describe_layer,
+        build=lambda description, device, dtype: build_layer(description, device),
+        to_symbols=_to_symbols,
+        from_symbols=_from_symbols,
+    )
+)
