@@ -48,6 +48,9 @@ def test_rows_measure_what_they_claim(rows):
     assert base.disk_bytes / dc.disk_bytes > 30
     int8 = by["int8"]
     assert 3.5 < base.disk_bytes / int8.disk_bytes < 4.5
+    circulant = by["block-circulant b=4"]  # 300 and 100 are not multiples of 8: the block size that fits
+    assert circulant.status == "ok" and circulant.params < 0.3 * base.params and circulant.top1 > 0.3
+    assert circulant.disk_bytes < 0.3 * base.disk_bytes
     for r in rows:
         if r.status == "ok":
             assert 0 <= r.top1 <= 1 and r.latency_ms > 0 and r.flops > 0
