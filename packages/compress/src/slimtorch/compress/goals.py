@@ -1,6 +1,8 @@
 """The issue's goals on the digits task, averaged over 3 seeds (not in CI; ``nox -s goals`` or
 ``python -m slimtorch.compress.goals [--seeds 0,1,2] [--only kd|dc] [--out DIR]``; it writes
-``benchmarks/results/cpu/compress_goals.{json,md,png}`` by default):
+``benchmarks/results/cpu/compress_goals.{json,md,png}`` by default; on a loaded machine the seeds
+can run as separate processes, ``--seeds 1 --setting T,alpha --validation JSON`` reusing the first
+run's choice, then ``--merge`` their ``compress_goals.json`` into one report):
 
 - Deep Compression: LeNet-300-100 >= 40x and LeNet-5 (Caffe 20-50-500) >= 39x smaller on disk than
   fp32 (4 bytes x parameters), top-1 within 1 point of the baseline (Han et al. 2016, Table 1);
@@ -198,14 +200,30 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="benchmarks/results/cpu")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--only", choices=("all", "kd", "dc"), default="all")
+    parser.add_argument("--setting", help="T,alpha chosen by an earlier run's validation step (skips it)")
+    parser.add_argument("--validation", default="{}", help="with --setting: that run's validation scores (JSON)")
+    parser.add_argument("--merge", nargs="+", help="combine the compress_goals.json of runs on other seeds")
     args = parser.parse_args(argv)
+    if args.merge:  # seeds run as separate processes (a loaded machine): one report
+        payloads = [json.loads(Path(f).read_text()) for f in args.merge]
+        dc = [r for p in payloads for r in p["deep_compression"]]
+        kd = sorted((r for p in payloads for r in p["distillation"]), key=lambda r: r["seed"])
+        tuning = next((p["alpha_validation"] for p in payloads if p["alpha_validation"]), {})
+        seconds = max(p.get("seconds", 0.0) for p in payloads)
+        table = _table(dc, kd, tuning, seconds, [r["seed"] for r in kd] or [r["seed"] for r in dc])
+        print(table)
+        payload = {"deep_compression": dc, "distillation": kd, "alpha_validation": tuning, "seconds": seconds}
+        bench.write_report(Path(args.out) / "compress_goals", payload, table, lambda png: _plot(kd, png))
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     progress = not args.no_progress
     task = tasks.digits_task()
     start = time.perf_counter()
     dc, kd, tuning = [], [], {}
     setting = None
-    if args.only != "dc":
+    if args.only != "dc" and args.setting:
+        setting, tuning = tuple(float(v) for v in args.setting.split(",")), json.loads(args.validation)
+    elif args.only != "dc":
         setting, tuning = choose_setting(task, progress)
         print(json.dumps({"chosen": setting, "validation": tuning}), flush=True)
     for s in seeds:  # one line per finished run, so a long run shows its progress
@@ -217,7 +235,8 @@ def main(argv=None) -> None:
             print(json.dumps(dc[-1]), flush=True)
     table = _table(dc, kd, tuning, time.perf_counter() - start, seeds)
     print(table)
-    payload = {"deep_compression": dc, "distillation": kd, "alpha_validation": tuning}
+    seconds = time.perf_counter() - start
+    payload = {"deep_compression": dc, "distillation": kd, "alpha_validation": tuning, "seconds": seconds}
     bench.write_report(Path(args.out) / "compress_goals", payload, table, lambda png: _plot(kd, png) if kd else None)
 
 
