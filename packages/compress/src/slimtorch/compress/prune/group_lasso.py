@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from slimtorch.compress.prune.graph import ChannelGraph, build_graph
-from slimtorch.compress.prune.pruner import PruneConfig, Pruner, _ignored_names
+from slimtorch.compress.prune.pruner import PruneConfig, Pruner, _ignored_names, check_model, excluded_layers
 from slimtorch.core.checks import check_positive_int
 from slimtorch.core.conversions import ConversionReport, FilterFn
 
@@ -189,16 +189,12 @@ class GroupLasso:
         include_norms: bool = True,
         weighted: bool = False,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+        check_model(model)
         self.model = model
         self.example_inputs = example_inputs
         self.filter_fn = filter_fn
         self.ignored_layers = _ignored_names(model, ignored_layers)
-        ignored = set(self.ignored_layers)
-        if filter_fn is not None:
-            ignored |= {n for n, m in model.named_modules() if not filter_fn(m, n)}
-        self.ignored = ignored
+        self.ignored = set(excluded_layers(model, ignored_layers, filter_fn))
         self.include_norms = include_norms
         self.weighted = weighted
         self.report: ConversionReport | None = None

@@ -363,6 +363,38 @@ def _ignored_names(model: nn.Module, ignored_layers: Iterable[nn.Module | str] |
     return frozenset(names)
 
 
+def excluded_layers(
+    model: nn.Module, ignored_layers: Iterable[nn.Module | str] | None, filter_fn: FilterFn | None
+) -> frozenset[str]:
+    """Names whose output channels the pruner keeps: ``ignored_layers`` (with their submodules) and
+    every module ``filter_fn(module, fqn)`` refuses."""
+    ignored = set(_ignored_names(model, ignored_layers))
+    if filter_fn is not None:
+        ignored |= {n for n, m in model.named_modules() if not filter_fn(m, n)}
+    return frozenset(ignored)
+
+
+def resolve_config(owner: str, config: PruneConfig | None, options: dict[str, Any], **defaults: Any) -> PruneConfig:
+    """``config``, or one built from keyword ``options`` over ``defaults`` (the shorthands of
+    :class:`Pruner` and the training-time pruners); never both, unknown options named."""
+    if config is not None and options:
+        raise TypeError(f"{owner}: pass either config or keyword options ({sorted(options)}), not both")
+    if config is not None:
+        if not isinstance(config, PruneConfig):
+            raise TypeError(f"config: expected a PruneConfig, got {type(config).__name__}")
+        return config
+    known = {f.name for f in dataclasses.fields(PruneConfig)} - {"example_inputs", "ignored", "sink"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise TypeError(f"{owner}: unknown option {unknown[0]!r}; expected one of {sorted(known)}")
+    return PruneConfig(**{**defaults, **options})
+
+
+def check_model(model: Any) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+
+
 def prune_channels_(
     model: nn.Module,
     config: PruneConfig,
@@ -375,10 +407,8 @@ def prune_channels_(
     layer's output channels (like ``ignored_layers``). Returns the walk's report."""
     if not isinstance(config, PruneConfig):
         raise TypeError(f"config: expected a PruneConfig, got {type(config).__name__}")
-    ignored = set(_ignored_names(model, ignored_layers))
-    if filter_fn is not None:
-        ignored |= {n for n, m in model.named_modules() if not filter_fn(m, n)}
-    config = dataclasses.replace(config, example_inputs=example_inputs, ignored=frozenset(ignored), sink={})
+    ignored = excluded_layers(model, ignored_layers, filter_fn)
+    config = dataclasses.replace(config, example_inputs=example_inputs, ignored=ignored, sink={})
     report = convert_model(model, config, None, conversion="prune_channels_")
     plan = config.sink["plan"]
     report.converted.update(plan.notes)
@@ -411,17 +441,10 @@ class Pruner:
         ignored_layers: Iterable[nn.Module | str] | None = None,
         **options: Any,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if config is not None and options:
-            raise TypeError(f"Pruner: pass either config or keyword options ({sorted(options)}), not both")
-        known = {f.name for f in dataclasses.fields(PruneConfig)} - {"example_inputs", "ignored", "sink"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(f"Pruner: unknown option {unknown[0]!r}; expected one of {sorted(known)}")
+        check_model(model)
+        self.config = resolve_config("Pruner", config, options)
         self.model = model
         self.example_inputs = example_inputs
-        self.config = config if config is not None else PruneConfig(**options)
         self.filter_fn = filter_fn
         self.ignored_layers = _ignored_names(model, ignored_layers)
         self.report: ConversionReport | None = None

@@ -33,7 +33,14 @@ from torch import nn
 from slimtorch.compress.prune._selection import producer_rows
 from slimtorch.compress.prune.graph import ChannelGraph, build_graph
 from slimtorch.compress.prune.importance import channel_scores
-from slimtorch.compress.prune.pruner import PruneConfig, Pruner, _ignored_names
+from slimtorch.compress.prune.pruner import (
+    PruneConfig,
+    Pruner,
+    _ignored_names,
+    check_model,
+    excluded_layers,
+    resolve_config,
+)
 from slimtorch.core.conversions import ConversionReport, FilterFn
 
 __all__ = ["SoftFilterPruner"]
@@ -75,21 +82,13 @@ class SoftFilterPruner:
         ignored_layers: Iterable[nn.Module | str] | None = None,
         **options: Any,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-        if config is not None and options:
-            raise TypeError(f"SoftFilterPruner: pass either config or keyword options ({sorted(options)}), not both")
-        if config is not None and not isinstance(config, PruneConfig):
-            raise TypeError(f"config: expected a PruneConfig, got {type(config).__name__}")
-        self.config = config if config is not None else PruneConfig(**{"importance": "l2", **options})
+        check_model(model)
+        self.config = resolve_config("SoftFilterPruner", config, options, importance="l2")
         self.model = model
         self.example_inputs = example_inputs
         self.filter_fn = filter_fn
         self.ignored_layers = _ignored_names(model, ignored_layers)
-        ignored = set(self.ignored_layers)
-        if filter_fn is not None:
-            ignored |= {n for n, m in model.named_modules() if not filter_fn(m, n)}
-        self.graph = build_graph(model, example_inputs, ignored)
+        self.graph = build_graph(model, example_inputs, set(excluded_layers(model, ignored_layers, filter_fn)))
         self.zeroed: dict[str, np.ndarray] = {}  # layer -> output rows zeroed at the last epoch_end
         self.epochs = 0
         self.report: ConversionReport | None = None
