@@ -64,7 +64,7 @@ from slimtorch.core.gemm import (
     store_tile,
 )
 from slimtorch.core.library import kernel_op
-from slimtorch.core.reference import compute_dtype
+from slimtorch.core.reference import cast, compute_dtype
 from slimtorch.core.tuning import autotune_configs
 
 MAX_KERNEL_SIZE = 11
@@ -563,19 +563,19 @@ def depthwise_conv2d_reference(
 ) -> torch.Tensor:
     """torch.nn.functional.conv2d(groups=C) + epilogue; a tap gather where offsets are given."""
     dt = compute_dtype(x.dtype)
-    xc = x.to(dt)
+    xc = cast(x, dt)
     c_in = x.shape[1]
     kernel_hw = _kernel_hw(weight)
     if offsets is None and weight is not None:
         pt, pb, pl, pr = padding
         # a plain bias goes into conv2d, and symmetric padding too: no extra pass, no padded copy
         bias, scale, shift = (
-            (None if shift is None else shift.to(dt), None, None) if scale is None else (None, scale, shift)
+            (None if shift is None else cast(shift, dt), None, None) if scale is None else (None, scale, shift)
         )
         if (pt, pl) == (pb, pr):
-            z = F.conv2d(xc, weight.to(dt), bias, stride, (pt, pl), dilation, groups=c_in)
+            z = F.conv2d(xc, cast(weight, dt), bias, stride, (pt, pl), dilation, groups=c_in)
         else:
-            z = F.conv2d(F.pad(xc, (pl, pr, pt, pb)), weight.to(dt), bias, stride, 0, dilation, groups=c_in)
+            z = F.conv2d(F.pad(xc, (pl, pr, pt, pb)), cast(weight, dt), bias, stride, 0, dilation, groups=c_in)
     else:
         out_hw = check_geometry(stride, padding, dilation, input_hw=x.shape[2:], kernel_hw=kernel_hw)
         index, inside = _taps_index(x.shape, kernel_hw, offsets, stride, padding, dilation, out_hw, x.device)
@@ -584,7 +584,7 @@ def depthwise_conv2d_reference(
         taps = taps.repeat_interleave(c_out // c_in, dim=1)
         z = (taps * _weight_taps(weight, c_out, dt, x.device)).sum((2, 3))
     y = epilogue_reference(z, scale, shift, activation)
-    return in_format(y.to(x.dtype), memory_format_of(x))
+    return in_format(cast(y, x.dtype), memory_format_of(x))
 
 
 def depthwise_conv2d_grad_input_reference(

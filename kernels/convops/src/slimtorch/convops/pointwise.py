@@ -66,7 +66,7 @@ from slimtorch.core.gemm import (
     store_tile,
 )
 from slimtorch.core.library import kernel_op
-from slimtorch.core.reference import compute_dtype
+from slimtorch.core.reference import cast, compute_dtype
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 
@@ -432,15 +432,15 @@ def pointwise_conv2d_reference(
 ) -> torch.Tensor:
     """torch.nn.functional.conv2d(1x1, groups) between the reference shift/shuffles + epilogue."""
     dt = compute_dtype(x.dtype)
-    a = _operand_reference(x.to(dt), offsets, in_shuffle, stride)
+    a = _operand_reference(cast(x, dt), offsets, in_shuffle, stride)
     if scale is None:  # a plain bias: conv2d adds it (one pass less on the CPU path)
-        bias = None if shift is None else shift.to(dt)
-        y = epilogue_reference(F.conv2d(a, weight.to(dt), bias, groups=groups), None, None, activation)
+        bias = None if shift is None else cast(shift, dt)
+        y = epilogue_reference(F.conv2d(a, cast(weight, dt), bias, groups=groups), None, None, activation)
     else:
-        y = epilogue_reference(F.conv2d(a, weight.to(dt), groups=groups), scale, shift, activation)
+        y = epilogue_reference(F.conv2d(a, cast(weight, dt), groups=groups), scale, shift, activation)
     if out_shuffle > 1:
         y = channel_shuffle_reference(y, out_shuffle)
-    return in_format(y.to(x.dtype), memory_format_of(x))
+    return in_format(cast(y, x.dtype), memory_format_of(x))
 
 
 def pointwise_conv2d_grad_weight_reference(

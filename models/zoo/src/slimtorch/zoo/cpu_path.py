@@ -28,7 +28,7 @@ PAIRS = {
 }
 
 
-def measure(name: str, batch: int = 8, size: int = 224, rounds: int = 15, warmup: int = 3) -> dict:
+def measure(name: str, batch: int = 8, size: int = 224, rounds: int = 31, warmup: int = 3) -> dict:
     """Median ms of the zoo model and of torchvision's, timed interleaved, and their ratio."""
     import torchvision
 
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=list(PAIRS), choices=list(PAIRS))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu"))
     args = parser.parse_args(argv)
     if args.threads < 1 or args.rounds < 1:

@@ -27,13 +27,19 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)`` without the dispatcher round trip when it already is ``dtype`` (the
+    references' CPU path calls this on every layer)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def linear_reference(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation: str = "none"
 ) -> torch.Tensor:
     """``act(x @ weight.T + bias)`` in :func:`compute_dtype` of x, returned in x's dtype."""
     dt = compute_dtype(x.dtype)
-    y = F.linear(x.to(dt), weight.to(dt), None if bias is None else bias.to(dt))
-    return nonfinite_rows_to_nan(x, activation_reference(y, activation).to(x.dtype))
+    y = F.linear(cast(x, dt), cast(weight, dt), None if bias is None else cast(bias, dt))
+    return nonfinite_rows_to_nan(x, cast(activation_reference(y, activation), x.dtype))
 
 
 def nonfinite_rows(x: torch.Tensor) -> torch.Tensor:
