@@ -22,8 +22,17 @@ from torch import nn
 from slimtorch.core.checks import check_choice
 from slimtorch.core.conversions import ConversionConfig, ConversionReport, FilterFn, GemmConversion, convert_model
 from slimtorch.core.dispatch import check_backend
+from slimtorch.core.layer_formats import LayerFormat, register_layer_format
+from slimtorch.core.modules import GemmConv2d
 from slimtorch.sparse.formats import BLOCK_SIZES
-from slimtorch.sparse.layers import KERNELS_24, BlockSparseLinear, MaskedSparseLinear, SparseLinear24
+from slimtorch.sparse.layers import (
+    KERNELS_24,
+    BlockSparseLinear,
+    MaskedSparseLinear,
+    SparseLinear24,
+    build_layer,
+    describe_layer,
+)
 
 
 @dataclass(frozen=True)
@@ -98,3 +107,21 @@ def to_sparse_(model: nn.Module, *, backend: str = "auto") -> ConversionReport:
     :class:`SparseLinear24` with its current mask (convolutions keep their GemmConv2d wrapper)."""
     check_backend(backend, KERNELS_24, "to_sparse_")
     return convert_model(model, _ToSparse(backend), conversion="to_sparse_")
+
+
+# ----------------------------------------------------------------------------- the compressed file
+
+
+def _claims(module: nn.Module) -> bool:
+    """A compressed sparse linear, or a GemmConv2d around one (quant claims only those around its
+    own layers); MaskedSparseLinear is a dense nn.Linear for fine-tuning and is not stored here."""
+    sparse = (SparseLinear24, BlockSparseLinear)
+    return isinstance(module, sparse) or (isinstance(module, GemmConv2d) and isinstance(module.gemm, sparse))
+
+
+# Sparse layers in slimtorch.core.container's file: save_compressed(model, path) writes them in
+# their compressed form, load_compressed(path, dense_model) rebuilds them (build_layer) and they
+# run from it.
+SPARSE_LAYER_FORMAT = register_layer_format(
+    LayerFormat(name="sparse", family="sparse", claims=_claims, describe=describe_layer, build=build_layer)
+)

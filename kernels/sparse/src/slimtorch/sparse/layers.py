@@ -25,6 +25,8 @@ depend on the data (the permutation, the number of stored blocks) follow the loa
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,7 +41,7 @@ from slimtorch.core.checks import (
     check_tensor,
 )
 from slimtorch.core.dispatch import check_backend, choose_backend, preferred_backend
-from slimtorch.core.modules import dense_linear
+from slimtorch.core.modules import GemmConv2d, dense_linear
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import (
     check_block_size,
@@ -548,6 +550,13 @@ class BlockSparseLinear(_CompressedLinear):
         crow, col = state_dict.get(prefix + "crow_indices"), state_dict.get(prefix + "col_indices")
         if crow is not None and col is not None:  # before loading: a bad structure leaves the layer as it was
             check_bsr_structure(crow, col, n // bs, self.in_features // bs)
+            described = self.__dict__.pop("_described_structure", None)  # built by build_layer: must agree
+            if described is not None and not (
+                torch.equal(crow.cpu(), described[0]) and torch.equal(col.cpu(), described[1])
+            ):
+                raise ValueError(
+                    f"{prefix}col_indices: the stored block structure differs from the layer description's 'blocks'"
+                )
         _adopt_incoming_shapes(self, state_dict, prefix, ("col_indices", "values"))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         check_bsr_structure(
@@ -559,3 +568,106 @@ class BlockSparseLinear(_CompressedLinear):
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", block_size={self.block_size}, density={self.density:.3f}"
+
+
+# ----------------------------------------------------------------------------- the compressed file
+
+_DESCRIPTION_KEYS = {
+    "SparseLinear24": ("in_features", "out_features", "bias", "activation", "permuted", "backend"),
+    "BlockSparseLinear": ("in_features", "out_features", "bias", "block_size", "activation", "blocks"),
+    "GemmConv2d": ("in_channels", "kernel_size", "stride", "padding", "dilation", "gemm"),
+}
+
+
+def describe_layer(layer: nn.Module) -> dict:
+    """What :func:`build_layer` needs to recreate an empty :class:`SparseLinear24`,
+    :class:`BlockSparseLinear` (``blocks``: each block row's column indices), or a GemmConv2d
+    around one, of this shape (JSON-able)."""
+    if isinstance(layer, GemmConv2d):
+        return {
+            "class": "GemmConv2d",
+            "in_channels": layer.in_channels,
+            "kernel_size": list(layer.kernel_size),
+            "stride": list(layer.stride),
+            "padding": list(layer.padding),
+            "dilation": list(layer.dilation),
+            "gemm": describe_layer(layer.gemm),
+        }
+    common = {"in_features": layer.in_features, "out_features": layer.out_features, "bias": layer.bias is not None}
+    if isinstance(layer, SparseLinear24):
+        return {
+            "class": "SparseLinear24",
+            **common,
+            "activation": layer.activation,
+            "permuted": layer.perm is not None,
+            "backend": layer.backend,
+        }
+    if isinstance(layer, BlockSparseLinear):
+        crow, cols = layer.crow_indices.tolist(), layer.col_indices.tolist()
+        blocks = [cols[crow[r] : crow[r + 1]] for r in range(len(crow) - 1)]
+        return {
+            "class": "BlockSparseLinear",
+            **common,
+            "block_size": layer.block_size,
+            "activation": layer.activation,
+            "blocks": blocks,
+        }
+    raise TypeError(f"layer: expected a SparseLinear24, BlockSparseLinear or GemmConv2d around one, got {layer!r}")
+
+
+def _description_options(description: object) -> tuple[str, dict]:
+    if not isinstance(description, dict):
+        raise ValueError(f"description: expected an object, got {type(description).__name__}")
+    kind = description.get("class")
+    if kind not in _DESCRIPTION_KEYS:
+        raise ValueError(f"class: unknown sparse layer {kind!r}; known: {sorted(_DESCRIPTION_KEYS)}")
+    options = {k: v for k, v in description.items() if k != "class"}
+    expected = _DESCRIPTION_KEYS[kind]
+    for key in expected:
+        if key not in options:
+            raise ValueError(f"{key}: missing from the {kind} description")
+    for key in options:
+        if key not in expected:
+            raise ValueError(f"{key}: not a key of the {kind} description (expected {list(expected)})")
+    for key in ("bias", "permuted"):
+        if key in options and not isinstance(options[key], bool):
+            raise ValueError(f"{key}: expected true or false, got {options[key]!r}")
+    for key in ("in_features", "out_features", "in_channels", "block_size"):
+        if key in options and (isinstance(options[key], bool) or not isinstance(options[key], int)):
+            raise ValueError(f"{key}: expected an int, got {options[key]!r}")
+    return kind, options
+
+
+def _block_mask(blocks: object, block_size: int, out_features: int, in_features: int) -> torch.Tensor:
+    """The (N/bs, K/bs) block mask of a description's ``blocks`` (checked: one strictly
+    increasing list of in-range block columns per block row)."""
+    check_block_size(block_size, out_features, in_features)
+    rows, cols = out_features // block_size, in_features // block_size
+    if not isinstance(blocks, list) or len(blocks) != rows:
+        got = f"{len(blocks)} rows" if isinstance(blocks, list) else type(blocks).__name__
+        raise ValueError(f"blocks: expected one list of block columns per block row ({rows}), got {got}")
+    mask = torch.zeros(rows, cols, dtype=torch.bool)
+    for r, row in enumerate(blocks):
+        ok = isinstance(row, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in row)
+        if not ok or any(c < 0 or c >= cols for c in row) or any(a >= b for a, b in itertools.pairwise(row)):
+            raise ValueError(f"blocks[{r}]: expected strictly increasing block columns in [0, {cols}), got {row!r}")
+        mask[r, row] = True
+    return mask
+
+
+def build_layer(description: dict, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    """An empty (zero-filled) layer from :func:`describe_layer`'s output, of the same tensor
+    shapes, ready for ``load_state_dict``. A bad description raises ValueError naming the key."""
+    kind, options = _description_options(description)
+    if kind == "GemmConv2d":
+        gemm = build_layer(options.pop("gemm"), device, dtype)
+        if isinstance(gemm, GemmConv2d):
+            raise ValueError("gemm: expected a SparseLinear24 or BlockSparseLinear description, got a GemmConv2d")
+        return GemmConv2d(gemm, **options)
+    n, k, bias = options.pop("out_features"), options.pop("in_features"), options.pop("bias")
+    if kind == "SparseLinear24":
+        return SparseLinear24(k, n, bias, **options, device=device, dtype=dtype)
+    mask = _block_mask(options.pop("blocks"), options["block_size"], n, k)
+    layer = BlockSparseLinear(k, n, bias, block_mask=mask, **options, device=device, dtype=dtype)
+    layer._described_structure = (layer.crow_indices.cpu(), layer.col_indices.cpu())  # checked at load
+    return layer
