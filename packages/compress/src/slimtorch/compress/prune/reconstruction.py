@@ -227,6 +227,21 @@ def _run(model: nn.Module, batch: Any) -> None:
     model(*batch) if isinstance(batch, tuple | list) else model(batch)
 
 
+def _calibrate(model: nn.Module, batches: Any, index: list[int], handles: list) -> None:
+    """Run every calibration batch through ``model`` in eval mode without gradients (``index[0]``:
+    the batch being run, for the hooks), then remove ``handles`` and restore the training mode."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for index[0], b in enumerate(batches):
+                _run(model, b)
+    finally:
+        model.train(was)
+        for h in handles:
+            h.remove()
+
+
 @dataclass
 class _Consumer:
     name: str
@@ -371,16 +386,7 @@ class _Reconstruction:
             return pre
 
         handles = [model.get_submodule(c.name).register_forward_pre_hook(hook(k)) for k, c in enumerate(consumers)]
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for batch[0], b in enumerate(self.batches):
-                    _run(model, b)
-        finally:
-            model.train(was)
-            for h in handles:
-                h.remove()
+        _calibrate(model, self.batches, batch, handles)
         for c in consumers:
             if c.gram is None or not (bool(torch.isfinite(c.gram).all()) and bool(torch.isfinite(c.xty).all())):
                 raise ValueError(
@@ -427,16 +433,7 @@ class _Reconstruction:
             rows = _rows(mod, args[0])
             xs.append(rows[c.rows[batch[0]].to(rows.device)].double().cpu())
 
-        handle = module.register_forward_pre_hook(pre)
-        was = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                for batch[0], b in enumerate(self.batches):
-                    _run(model, b)
-        finally:
-            model.train(was)
-            handle.remove()
+        _calibrate(model, self.batches, batch, [module.register_forward_pre_hook(pre)])
         x = torch.cat(xs)
         y = torch.cat(c.targets)
         if keep_out is not None:
