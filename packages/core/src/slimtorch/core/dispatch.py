@@ -143,9 +143,9 @@ def choose_backend(backend: str | None, available: Sequence[str], *args: object,
 
 def reference_on_cpu(kind: str) -> bool:
     """:func:`choose_backend`'s answer for an op whose one kernel is ``kind`` and whose inputs are
-    all on the CPU, without looking at them: the reference, unless ``triton`` (the interpreter)
-    is the global preference and the op's kind."""
-    return not (kind == "triton" and preferred_backend() == "triton")
+    all on the CPU, without looking at them (no CUDA tensor among no arguments): the reference,
+    unless ``triton`` (the interpreter) is the global preference and the op's kind."""
+    return choose_backend(None, (kind,)) == "reference"
 
 
 def use_kernel(kind: str, *args: object) -> bool:
