@@ -435,6 +435,17 @@ LINEAR_CLASSES: dict[str, type[QuantizedLinear]] = {
 }
 
 
+def register_linear_class(cls: type[QuantizedLinear]) -> type[QuantizedLinear]:
+    """Make a quantized linear defined in another module of this package buildable by
+    :func:`build_layer` (the compressed file names layers by class name); use as a decorator."""
+    if not (isinstance(cls, type) and issubclass(cls, QuantizedLinear)):
+        raise TypeError(f"cls: expected a QuantizedLinear subclass, got {cls!r}")
+    if LINEAR_CLASSES.get(cls.__name__, cls) is not cls:
+        raise ValueError(f"cls: a different quantized layer is already registered as {cls.__name__!r}")
+    LINEAR_CLASSES[cls.__name__] = cls
+    return cls
+
+
 def describe_layer(layer: nn.Module) -> dict[str, Any]:
     """What :func:`build_layer` needs to recreate an empty quantized linear, or a GemmConv2d
     around one, of this shape (JSON-able)."""
