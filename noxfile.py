@@ -254,3 +254,11 @@ def prune_digits(session: nox.Session) -> None:
     SNIP, OBD, OBS, 2:4) for LeNet-300-100 and LeNet-5 -> benchmarks/results/cpu/prune_digits.*."""
     _install(session, ["slimtorch-compress", "slimtorch-sparse"])
     session.run("python", "-m", "slimtorch.compress.prune.digits", *session.posargs)
+
+
+@nox.session
+def structured_goal(session: nox.Session) -> None:
+    """slimtorch-structured's accuracy goal on the digits task: block-circulant b = 4 LeNet-300-100,
+    fine-tuned, vs dense (3 seeds, about a minute on 2 CPU cores) -> benchmarks/results/cpu/structured_goal.*."""
+    _install(session, ["slimtorch-compress", "slimtorch-structured"])
+    session.run("python", "-m", "slimtorch.compress.structured_goal", *session.posargs)
