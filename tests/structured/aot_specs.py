@@ -20,13 +20,13 @@ def aot_specs(quick: bool):
     for config, (precision, dtype) in itertools.product(
         spectral, (("ieee", "fp32"), ("tf32", "fp16"), ("tf32", "bf16"))
     ):
-        meta = dict(PRECISION=precision)
+        meta = dict(PRECISION=precision, HAS_BIAS=dtype != "fp32")  # the DFT-GEMM path adds the bias spectrum
         kernel = block_circulant._spectral_mac_kernel
         unaligned = ("M", "M_BUCKET", "P", "Q", "F", "stride_xf", "stride_xc", "stride_yf", "stride_yc", "stride_yp")
         yield KernelSpec.from_config(
             f"block-circulant spectral MAC {precision} {dtype} {config.kwargs}",
             kernel,
-            {"x_ptr": f"*{dtype}", "w_ptr": "*fp32", "y_ptr": f"*{dtype}"},
+            {"x_ptr": f"*{dtype}", "w_ptr": "*fp32", "y_ptr": f"*{dtype}", "bias_ptr": "*fp32"},
             meta,
             config,
             aligned=_aligned(kernel, {**meta, **config.kwargs}, unaligned=unaligned),

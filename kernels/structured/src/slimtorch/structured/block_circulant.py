@@ -16,6 +16,10 @@ FFT path (:func:`block_circulant_fft_mm`), the convolution theorem per block:
                                                                   complex (M × q)·(q × p) GEMM)
     y[m, i·b : (i+1)·b] = irfft(Y[m, :, i], n=b)
 
+With the DFT-GEMM transforms the bias is added in the frequency domain: the Triton kernel adds
+rfft(bias[i·b : (i+1)·b]) (fp32, one (p, b)·(b, 2F) GEMM per call) to Y[m, :, i], and the linear
+inverse DFT turns it into the bias; the (M, N) output is written once and never re-read.
+
 The transforms: for b ≤ DFT_GEMM_MAX_BLOCK (128) one GEMM each with the real DFT matrices
 (:func:`dft_matrices`, cuBLAS, in the activation dtype: x viewed as (M·q, b) times (b, 2F) gives
 [Re | Im] of every block in one pass; Y as (M·p, 2F) times (2F, b) gives y, no transposes); for
@@ -85,6 +89,7 @@ def _spectral_mac_kernel(
     x_ptr,  # X[m, f, j] (Re; Im at + stride_xc), fp32 or the activation dtype, through strides
     w_ptr,  # spectrum: (2, F, P, Q) fp32, contiguous
     y_ptr,  # Y[m, f, i] (Re; Im at + stride_yc), fp32 or the activation dtype, through strides
+    bias_ptr,  # HAS_BIAS: the bias's spectrum (P, 2, F) fp32 contiguous, added to every row's Y
     M,
     P,
     Q,
@@ -100,11 +105,12 @@ def _spectral_mac_kernel(
     stride_yp,
     stride_yc,
     PRECISION: tl.constexpr,  # "ieee" for fp32 activations, "tf32" for 16-bit ones
+    HAS_BIAS: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_Q: tl.constexpr,
 ):
-    """Y[m, f, i] = Σ_j W[f, i, j] · X[m, f, j] (complex) for one (M tile, P tile) and frequency f."""
+    """Y[m, f, i] = Σ_j W[f, i, j] · X[m, f, j] (+ B[i, f]) (complex) for one (M tile, P tile) and frequency f."""
     tiles_p = tl.cdiv(P, BLOCK_P)
     pid = tl.program_id(0)
     pid_m, pid_p = pid // tiles_p, pid % tiles_p
@@ -131,6 +137,10 @@ def _spectral_mac_kernel(
         acc_r = tl.dot(-xi, wi, acc_r, input_precision=PRECISION)
         acc_i = tl.dot(xr, wi, acc_i, input_precision=PRECISION)
         acc_i = tl.dot(xi, wr, acc_i, input_precision=PRECISION)
+    if HAS_BIAS:  # the inverse DFT is linear: adding the bias's spectrum adds the bias to every output block
+        b_ptrs = bias_ptr + offs_p * (2 * F) + f
+        acc_r += tl.load(b_ptrs, mask=mask_p, other=0.0)[None, :]
+        acc_i += tl.load(b_ptrs + F, mask=mask_p, other=0.0)[None, :]
     y_ptrs = y_ptr + offs_m.to(tl.int64)[:, None] * stride_ym + f * stride_yf + offs_p[None, :] * stride_yp
     out_mask = mask_m[:, None] & mask_p[None, :]
     tl.store(y_ptrs, acc_r.to(y_ptr.dtype.element_ty), mask=out_mask)
@@ -235,9 +245,12 @@ def block_circulant_fft_mm(
         forward, inverse = dft_matrices(b, x.dtype, x.device)
         xs = (x.reshape(m * q, b) @ forward).reshape(m, q, 2 * f)  # [Re | Im] per block, x's dtype
         y = empty_output((m, p, 2, f), dtype=x.dtype, device=x.device)  # [Re | Im] per output block
-        _launch_spectral(xs, spectrum, y, (q * 2 * f, 1, 2 * f, f), (p * 2 * f, 1, 2 * f, f), x.dtype)
-        out = (y.reshape(m * p, 2 * f) @ inverse).reshape(m, p * b)  # x's dtype
-        return out if bias is None else out + bias.to(out.dtype)
+        # the bias enters as its spectrum (p, 2F), fp32: one tiny GEMM instead of a pass over the (M, N) output
+        bias_spectrum = (
+            None if bias is None else bias.float().reshape(p, b) @ dft_matrices(b, torch.float32, x.device)[0]
+        )
+        _launch_spectral(xs, spectrum, y, (q * 2 * f, 1, 2 * f, f), (p * 2 * f, 1, 2 * f, f), x.dtype, bias_spectrum)
+        return (y.reshape(m * p, 2 * f) @ inverse).reshape(m, p * b)  # x's dtype
     else:  # large blocks: cuFFT
         xf = torch.view_as_real(torch.fft.rfft(x.reshape(m, q, b).transpose(1, 2).float(), dim=1))  # (M, F, q, 2)
         y = empty_output((m, f, p, 2), dtype=torch.float32, device=x.device)
@@ -249,9 +262,16 @@ def block_circulant_fft_mm(
 
 
 def _launch_spectral(
-    xs: torch.Tensor, spectrum: torch.Tensor, y: torch.Tensor, x_strides, y_strides, dtype: torch.dtype
+    xs: torch.Tensor,
+    spectrum: torch.Tensor,
+    y: torch.Tensor,
+    x_strides,
+    y_strides,
+    dtype: torch.dtype,
+    bias_spectrum: Optional[torch.Tensor] = None,
 ) -> None:
-    """Run ``_spectral_mac_kernel``; strides are (row, frequency, block, imaginary part) in elements."""
+    """Run ``_spectral_mac_kernel``; strides are (row, frequency, block, imaginary part) in elements;
+    ``bias_spectrum`` (p, 2F) fp32 [Re | Im] of rfft of each output block's bias."""
     m, f, p, q = xs.shape[0], spectrum.shape[1], spectrum.shape[2], spectrum.shape[3]
     if m == 0:
         return
@@ -260,6 +280,7 @@ def _launch_spectral(
         xs,
         spectrum,
         y,
+        bias_spectrum if bias_spectrum is not None else spectrum,
         m,
         p,
         q,
@@ -269,6 +290,7 @@ def _launch_spectral(
         f * p * q,
         *y_strides,
         PRECISION="ieee" if dtype == torch.float32 else "tf32",
+        HAS_BIAS=bias_spectrum is not None,
     )
 
 
@@ -344,9 +366,10 @@ def estimate_seconds(path: str, m: int, p: int, q: int, b: int, dtype: torch.dty
     rate = H100_FP32_FLOPS if dtype == torch.float32 else H100_FLOPS[torch.float32]
     mac = 8 * m * p * q * f / rate
     if b <= DFT_GEMM_MAX_BLOCK and p * q > 1:
-        # DFT GEMM (read x, write X), MAC (read X per P tile of 64, write Y), inverse GEMM (read Y, write y), bias
+        # DFT GEMM (read x, write X), bias spectrum (p·b, tiny), MAC (read X per P tile of 64, write Y + the
+        # bias spectrum), inverse GEMM (read Y, write y)
         spectral_in, spectral_out = 2 * f * m * q * elt, 2 * f * m * p * elt
-        moved = m * k * elt + spectral_in * (1 + math.ceil(p / 64)) + 2 * spectral_out + 3 * m * n * elt
+        moved = m * k * elt + spectral_in * (1 + math.ceil(p / 64)) + 2 * spectral_out + m * n * elt
         dft = 2 * (2 * m * k * 2 * f) / H100_FLOPS[dtype]
         return max(moved / H100_BYTES_PER_S, mac + dft) + 4 * LAUNCH_S
     spectral_in, spectral_out = 8 * m * q * f, 8 * m * p * f
