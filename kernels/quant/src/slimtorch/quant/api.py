@@ -13,10 +13,19 @@ the report says why: grouped/depthwise convolutions, string padding or non-zero 
 attention's ``out_proj`` (read directly by ``nn.MultiheadAttention``), our own fused layers (a
 shift, a shuffle, a fused activation) and layers already compressed. Non-finite weights raise
 ``ValueError``. int4 converts any K: its layout pads K to the group size with zero weights.
+
+Mixed precision: ``quantize_(model, {"0": Int8WeightOnlyConfig(), "7": Int4WeightOnlyConfig(32)})``
+gives each named layer its own config in one walk (:class:`LayerwiseConfig`) and one report.
+Names are exact fqns (``model.named_modules()``); an unknown name, or one that names a module
+that is neither a Linear nor a Conv2d, raises ``ValueError`` before anything changes. Every
+Linear / Conv2d not in the map stays as it is, the report saying "not in the per-layer config
+map"; a named layer its config cannot take is left alone with that config's reason.
+:func:`slimtorch.quant.mixed.plan_bits` chooses such a map under a size or latency budget.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -24,7 +33,15 @@ import torch
 from torch import nn
 
 from slimtorch.core.checks import check_choice
-from slimtorch.core.conversions import ConversionReport, FilterFn, GemmConversion, convert_model
+from slimtorch.core.conversions import (
+    ConversionConfig,
+    ConversionReport,
+    FilterFn,
+    GemmConversion,
+    Skip,
+    conversion_source,
+    convert_model,
+)
 from slimtorch.core.layer_formats import LayerFormat, Symbols, register_layer_format
 from slimtorch.core.modules import GemmConv2d
 from slimtorch.quant import formats
@@ -128,18 +145,97 @@ class CodebookWeightConfig(WeightConfig):
         return CodebookLinear.from_packed(packed, weight.shape[1], weight.shape[0], bias, bits=self.bits)
 
 
-# ----------------------------------------------------------------------------- quantize_
+@dataclass(frozen=True)
+class LayerwiseConfig(ConversionConfig):
+    """One config per layer, by exact fqn (module docstring): ``configs`` is a tuple of
+    ``(fqn, WeightConfig)`` pairs (a tuple so the frozen config stays hashable); build it from a
+    dict with :meth:`from_map`. Dispatches each visited module to its own config's
+    ``convert_module``; linear/conv modules not named stay as they are, with the reason."""
+
+    configs: tuple[tuple[str, WeightConfig], ...] = ()
+
+    NOT_IN_MAP: ClassVar[str] = "not in the per-layer config map (left in float)"
+
+    def __post_init__(self):
+        seen: set[str] = set()
+        for item in self.configs:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                raise TypeError(f"configs: expected (fqn, config) pairs, got {item!r}")
+            fqn, config = item
+            if not isinstance(config, WeightConfig):
+                raise TypeError(
+                    f"configs[{fqn!r}]: expected a quantization config such as Int8WeightOnlyConfig, got {config!r}"
+                )
+            if fqn in seen:
+                raise ValueError(f"configs: {fqn!r} appears twice")
+            seen.add(fqn)
+
+    @classmethod
+    def from_map(cls, configs: Mapping[str, WeightConfig]) -> LayerwiseConfig:
+        if not isinstance(configs, Mapping):
+            raise TypeError(f"configs: expected a mapping {{fqn: config}}, got {type(configs).__name__}")
+        return cls(tuple(configs.items()))
+
+    def as_map(self) -> dict[str, WeightConfig]:
+        return dict(self.configs)
+
+    def plan(self, model: nn.Module) -> dict[str, Any]:
+        """Check every name against the model before anything changes; run each config's own plan."""
+        modules = dict(model.named_modules())
+        for fqn, _config in self.configs:
+            if fqn not in modules:
+                raise ValueError(
+                    f"configs: {fqn!r} is not a module of the model (names are exact fqns); "
+                    f"its linear/conv layers: {_gemm_names(model)}"
+                )
+            if conversion_source(modules[fqn]) is None:
+                raise ValueError(
+                    f"configs[{fqn!r}]: expected a Linear or Conv2d layer, got {type(modules[fqn]).__name__}"
+                )
+        return {fqn: config.plan(model) for fqn, config in self.configs}
+
+    def convert_module(self, module: nn.Module, fqn: str, plan: Any) -> nn.Module | Skip | None:
+        configs = dict(self.configs)
+        if fqn in configs:
+            return configs[fqn].convert_module(module, fqn, plan[fqn])
+        if conversion_source(module) is not None:
+            return Skip(self.NOT_IN_MAP)
+        return None
+
+    def describe(self) -> str:
+        return f"{{{', '.join(f'{fqn!r}: {config.describe()}' for fqn, config in self.configs)}}}"
 
 
-def quantize_(model: nn.Module, config: WeightConfig, filter_fn: FilterFn | None = None) -> ConversionReport:
+def _gemm_names(model: nn.Module, limit: int = 20) -> list[str]:
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+    return names[:limit] + (["..."] if len(names) > limit else [])
+
+
+def quantize_(
+    model: nn.Module,
+    config: WeightConfig | Mapping[str, WeightConfig] | LayerwiseConfig,
+    filter_fn: FilterFn | None = None,
+) -> ConversionReport:
     """Quantize every eligible Linear and groups=1 Conv2d of ``model`` in place (module docstring).
 
-    ``filter_fn(module, fqn)`` returning False leaves a module alone. Returns the report;
-    ``report.model`` is the model (a new object only when the root itself was a Linear/Conv2d).
+    ``config``: one config for every layer, or ``{fqn: config}`` (a :class:`LayerwiseConfig`)
+    for per-layer formats in one walk. ``filter_fn(module, fqn)`` returning False leaves a
+    module alone. Returns the report; ``report.model`` is the model (a new object only when the
+    root itself was a Linear/Conv2d).
     """
-    if not isinstance(config, WeightConfig):
-        raise TypeError(f"config: expected a quantization config such as Int8WeightOnlyConfig, got {config!r}")
-    return convert_model(model, config, filter_fn, conversion="quantize_")
+    if isinstance(config, Mapping):
+        config = LayerwiseConfig.from_map(config)
+    if not isinstance(config, WeightConfig | LayerwiseConfig):
+        raise TypeError(
+            "config: expected a quantization config such as Int8WeightOnlyConfig or a {fqn: config} map, "
+            f"got {config!r}"
+        )
+    report = convert_model(model, config, filter_fn, conversion="quantize_")
+    if isinstance(config, LayerwiseConfig):  # a named layer inside a module the walk did not enter
+        for fqn, _ in config.configs:
+            if fqn not in report.converted and fqn not in report.skipped:
+                report.skipped[fqn] = "inside a module left whole (the walk did not descend into it)"
+    return report
 
 
 # ----------------------------------------------------------------------------- the compressed file
