@@ -262,3 +262,11 @@ def structured_goal(session: nox.Session) -> None:
     fine-tuned, vs dense (3 seeds, about a minute on 2 CPU cores) -> benchmarks/results/cpu/structured_goal.*."""
     _install(session, ["slimtorch-compress", "slimtorch-structured"])
     session.run("python", "-m", "slimtorch.compress.structured_goal", *session.posargs)
+
+
+@nox.session
+def quant_goal_inq(session: nox.Session) -> None:
+    """INQ 5-bit power-of-two weights on the digits task (LeNet-300-100, LeNet-5; 3 seeds; also 4 and 3
+    bits) against float -> benchmarks/results/cpu/quant_goal_inq.* (not in CI; about an hour on 2 CPU cores)."""
+    _install(session, ["slimtorch-compress", "slimtorch-quant"])
+    session.run("python", "-m", "slimtorch.compress.quant_goals.inq", *session.posargs)

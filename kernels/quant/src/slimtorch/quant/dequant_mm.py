@@ -1,6 +1,6 @@
 """Weight-only dequantising GEMM: ``y = x · Wᵀ (+ bias)`` with W decoded in registers, one Triton
 kernel for every packed weight format (the ops live in ``int8_mm``, ``int4_mm``, ``lowbit_mm``,
-``codebook_mm``; layouts in :mod:`slimtorch.quant.formats`).
+``codebook_mm``, ``pow2_mm``; layouts in :mod:`slimtorch.quant.formats` and :mod:`slimtorch.quant.pow2`).
 
 Math, per (BLOCK_K × BLOCK_N) tile of Wᵀ, decoded from the packed words (FORMAT, a constexpr):
 
@@ -8,9 +8,15 @@ Math, per (BLOCK_K × BLOCK_N) tile of Wᵀ, decoded from the packed words (FORM
     int4      W[n, k] = (q − zero[g, n]) · scale[g, n],  g = k // G (a per-element gather, L1 hits)
     lowbit    t = 2c − 1 (1 bit) or (c ^ 2) − 2 (2 bits); W = pos_n if t = 1, −neg_n if t = −1, else 0
     codebook  W[n, k] = codebook[c]                  (≤ 256 fp32 entries: the gather stays in L1)
+    pow2      c = sign << (S − 1) | e: W = (−1)^sign · 2^(1 − e) · 2^n1 (0 for e = 0; INQ)
 
-The tile is cast to the activation dtype and multiplied with ``tl.dot`` (fp16/bf16 tensor cores,
-tf32 for fp32 activations), accumulating in fp32. Packed words are loaded once per tile,
+pow2 decodes straight into the activation dtype's bit pattern: the exponent field gets
+``bias + 1 − e`` (one integer add; 2^(1 − e) ∈ [2^−7, 1], normal in fp16), the sign bit is ORed in
+and the int16/int32 pattern is bitcast — no multiply, no int→float convert. The per-layer 2^n1
+multiplies the fp32 accumulator once in the epilogue (exact: a power of two, also per split).
+
+The other formats' tiles are cast to the activation dtype; every tile is multiplied with
+``tl.dot`` (fp16/bf16 tensor cores, tf32 for fp32 activations), accumulating in fp32. Packed words are loaded once per tile,
 (BLOCK_K / P, BLOCK_N) int32 coalesced along N, then shifted/masked per element.
 
 One kernel, two launch shapes, chosen by :func:`launch_dequant_mm` from M:
@@ -54,7 +60,7 @@ from slimtorch.core.tuning import autotune_configs
 
 ACTIVATION_DTYPES = KERNEL_DTYPES
 SCALE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-FORMATS = ("int8", "int4", "lowbit", "codebook")
+FORMATS = ("int8", "int4", "lowbit", "codebook", "pow2")
 
 # Dispatch thresholds: all unmeasured until a GPU run (see bench.py).
 SMALL_M_MAX = 16  # M at or below: split-K GEMV path; above: the tile path
@@ -156,10 +162,38 @@ def _decode_weight_tile(
 
 
 @triton.jit
+def _decode_pow2_tile(
+    w_ptr, k0, offs_n, mask_n, N, K, BITS: tl.constexpr, BLOCK_K: tl.constexpr, x_dtype: tl.constexpr
+):
+    """The (BLOCK_K, BLOCK_N) tile of 2^(1 − e) · (−1)^sign in ``x_dtype``, built as its bit pattern:
+    exponent field = bias + 1 − e, sign bit from the code's top bit, zero for e = 0 (module doc)."""
+    codes = _unpack_tile(w_ptr, k0, offs_n, mask_n, N, K, BITS, BLOCK_K)
+    e = codes & ((1 << (BITS - 1)) - 1)
+    sign = codes >> (BITS - 1)  # 0 or 1: the codes hold BITS bits
+    if x_dtype == tl.float16:  # 1 | 5 exponent bits (bias 15) | 10 mantissa bits
+        pattern = tl.where(e == 0, 0, ((16 - e) << 10) | (sign << 15))
+        w = pattern.to(tl.int16).to(tl.float16, bitcast=True)
+    elif x_dtype == tl.bfloat16:  # 1 | 8 (bias 127) | 7
+        pattern = tl.where(e == 0, 0, ((128 - e) << 7) | (sign << 15))
+        w = pattern.to(tl.int16).to(tl.bfloat16, bitcast=True)
+    else:  # float32: 1 | 8 (bias 127) | 23
+        pattern = tl.where(e == 0, 0, ((128 - e) << 23) | (sign << 31))
+        w = pattern.to(tl.float32, bitcast=True)
+    return w
+
+
+@triton.jit
+def _pow2_scale(exponent_ptr):
+    """2^n1 as fp32, from the int32 n1 (−126 ≤ n1 ≤ 127) by the same exponent-field construction."""
+    n1 = tl.load(exponent_ptr)
+    return ((n1 + 127) << 23).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _dequant_mm_kernel(
     x_ptr,
     w_ptr,
-    scale_ptr,  # int8: s (N,); int4: scale (K/G, N); lowbit: pos (N,); codebook: centroids
+    scale_ptr,  # int8: s (N,); int4: scale (K/G, N); lowbit: pos (N,); codebook: centroids; pow2: n1 (1,) int32
     aux_ptr,  # int4: zero (K/G, N) uint8; lowbit: neg (N,); else unused
     bias_ptr,
     out_ptr,  # out (M, N)
@@ -206,10 +240,16 @@ def _dequant_mm_kernel(
     for k0 in range(k_begin, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         a = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=mask_m[:, None] & (offs_k < K)[None, :], other=0.0)
-        w = _decode_weight_tile(
-            w_ptr, scale_ptr, aux_ptr, pos, neg, k0, offs_n, mask_n, N, K, GROUP_SIZE, FORMAT, BITS, BLOCK_K
-        )
-        acc = dot_acc(a, w.to(a.dtype), acc, UPCAST)
+        if FORMAT == "pow2":  # decoded in a's dtype directly
+            w = _decode_pow2_tile(w_ptr, k0, offs_n, mask_n, N, K, BITS, BLOCK_K, x_ptr.dtype.element_ty)
+            acc = dot_acc(a, w, acc, UPCAST)
+        else:
+            w = _decode_weight_tile(
+                w_ptr, scale_ptr, aux_ptr, pos, neg, k0, offs_n, mask_n, N, K, GROUP_SIZE, FORMAT, BITS, BLOCK_K
+            )
+            acc = dot_acc(a, w.to(a.dtype), acc, UPCAST)
+    if FORMAT == "pow2":  # W = 2^n1 · decoded: exact on every split's partial
+        acc = acc * _pow2_scale(scale_ptr)
 
     # epilogue: y = acc · s_n (int8 only) + bias, cast (after the split-K reduction where split)
     splits = tl.num_programs(1)
