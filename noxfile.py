@@ -270,3 +270,11 @@ def quant_goal_inq(session: nox.Session) -> None:
     bits) against float -> benchmarks/results/cpu/quant_goal_inq.* (not in CI; about an hour on 2 CPU cores)."""
     _install(session, ["slimtorch-compress", "slimtorch-quant"])
     session.run("python", "-m", "slimtorch.compress.quant_goals.inq", *session.posargs)
+
+
+@nox.session
+def quant_goal_pq(session: nox.Session) -> None:
+    """Product quantization (Q-CNN) of LeNet-300-100's FC layers on the digits task: a (d, C) grid, codebooks
+    fine-tuned, 3 seeds -> benchmarks/results/cpu/quant_goal_pq.* (not in CI; about 6 minutes on 2 loaded CPU cores)."""
+    _install(session, ["slimtorch-compress", "slimtorch-quant"])
+    session.run("python", "-m", "slimtorch.compress.quant_goals.pq", *session.posargs)
