@@ -278,3 +278,12 @@ def quant_goal_pq(session: nox.Session) -> None:
     fine-tuned, 3 seeds -> benchmarks/results/cpu/quant_goal_pq.* (not in CI; about 6 minutes on 2 loaded CPU cores)."""
     _install(session, ["slimtorch-compress", "slimtorch-quant"])
     session.run("python", "-m", "slimtorch.compress.quant_goals.pq", *session.posargs)
+
+
+@nox.session
+def quant_goal_xnor(session: nox.Session) -> None:
+    """XNOR-Net / BNN LeNet-5 (binary inner layers, first/last real) against float on the digits task, 3 seeds,
+    evaluated through the packed layers -> benchmarks/results/cpu/quant_goal_xnor.* (not in CI; about 25 minutes
+    on 2 loaded CPU cores)."""
+    _install(session, ["slimtorch-compress", "slimtorch-quant"])
+    session.run("python", "-m", "slimtorch.compress.quant_goals.xnor", *session.posargs)
