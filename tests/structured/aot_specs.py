@@ -45,6 +45,21 @@ def aot_specs(quick: bool):
             config,
             aligned=_aligned(kernel, {**meta, **config.kwargs}),
         )
+    gemv = block_circulant.GEMV_CONFIG_LIST[:2] if quick else block_circulant.GEMV_CONFIG_LIST
+    # the x-expansion GEMV: split (aligned b = 64) and unsplit (b = 6: the per-tile gather pattern)
+    for (config, (b, split)), dtype in zip(itertools.product(gemv, ((64, True), (6, False))), dtypes, strict=False):
+        meta = dict(B=b, ALIGNED=True, HAS_BIAS=True, SPLIT=split, UPCAST=False)
+        kernel = block_circulant._direct_gemv_kernel
+        pointers = {"x_ptr": f"*{dtype}", "w_ptr": f"*{dtype}", "bias_ptr": f"*{dtype}", "out_ptr": f"*{dtype}"}
+        pointers.update(partial_ptr="*fp32", counter_ptr="*i32")
+        yield KernelSpec.from_config(
+            f"block-circulant direct gemv b={b} split={split} {dtype} {config.kwargs}",
+            kernel,
+            pointers,
+            meta,
+            config,
+            aligned=_aligned(kernel, {**meta, **config.kwargs}),
+        )
     for n, dtype in ((8192, "fp16"), (1024, "fp32"), (64, "bf16")):
         meta = dict(N=n, LOG_N=n.bit_length() - 1, BLOCK_R=hadamard.fwht_launch_meta(n)["BLOCK_R"])
         yield KernelSpec(

@@ -1,4 +1,4 @@
-"""Every autotune config of the structured kernels (block-circulant direct and spectral
+"""Every autotune config of the structured kernels (block-circulant direct, its GEMV and the spectral
 multiply-accumulate, hashed GEMM), numerically, in the interpreter too (core.tuning keeps only the
 first config there; ``use_config`` runs each other one), against the references."""
 
@@ -15,7 +15,16 @@ X = randn((5, 14), seed=2)
 BUCKETS = randn((11,), seed=3)
 
 
+X_TILE = randn((17, 14), seed=4)  # M > GEMV_MAX_M: the tile kernel; X (M = 5): the x-expansion GEMV
+
+
 def _direct():
+    return bc.block_circulant_direct_mm(X_TILE, WEIGHT), bc.block_circulant_direct_mm.get_reference()(
+        X_TILE.double(), WEIGHT.double()
+    )
+
+
+def _direct_gemv():
     return bc.block_circulant_direct_mm(X, WEIGHT), bc.block_circulant_direct_mm.get_reference()(
         X.double(), WEIGHT.double()
     )
@@ -32,6 +41,7 @@ def _hashed():
 
 KERNELS = {
     "direct": (bc._direct_kernel, _direct),
+    "direct-gemv": (bc._direct_gemv_kernel, _direct_gemv),
     "spectral": (bc._spectral_mac_kernel, _spectral),
     "hashed": (hashing._hashed_mm_kernel, _hashed),
 }

@@ -11,8 +11,9 @@ from slimtorch.structured.layers import CirculantLinear, project_block_circulant
 
 from .helpers import DTYPES, bound
 
-# p, q, b, M: odd b, M = 1, q = 1; b ≤ 128 takes the DFT-GEMM path, b = 130 cuFFT's
-SHAPES = [(3, 5, 6, 7), (1, 2, 17, 3), (2, 3, 8, 33), (4, 1, 5, 1), (2, 2, 130, 3)]
+# p, q, b, M: odd b, M = 1, q = 1; b ≤ 128 takes the DFT-GEMM path, b = 130 cuFFT's. M ≤ 16 runs the direct
+# x-expansion GEMV: K = 320 and 260 are split (interpreter: 4 SMs), at multiples of b (b = 8) and not (b = 130)
+SHAPES = [(3, 5, 6, 7), (1, 2, 17, 3), (2, 3, 8, 33), (4, 1, 5, 1), (2, 2, 130, 3), (3, 40, 8, 5)]
 
 
 def explicit(weight: torch.Tensor) -> torch.Tensor:

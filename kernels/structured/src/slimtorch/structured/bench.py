@@ -217,7 +217,8 @@ def static_estimates() -> list[tuple[str, float, float]]:
         ("fastfood d=8192 M=1024 fp16 (unfused)", 6 * 2 * m * d * 2 / bw * 1e6 + 6 * bc.LAUNCH_S * 1e6, dense(m, d))
     )
     r = 4096 // 4
-    low = (max(2 * 2 * 1024 * 4096 * r / tc, (2 * 1024 * (4096 + r) * 2 + 2 * 2 * 4096 * r) / bw) + 2 * bc.LAUNCH_S) * 1e6
+    low_bytes = 2 * 1024 * (4096 + r) * 2 + 2 * 2 * 4096 * r
+    low = (max(2 * 2 * 1024 * 4096 * r / tc, low_bytes / bw) + 2 * bc.LAUNCH_S) * 1e6  # two GEMMs, two launches
     rows.append(("low-rank r=d/4 d=4096 M=1024 fp16", low, dense(1024, 4096)))
     return rows
 

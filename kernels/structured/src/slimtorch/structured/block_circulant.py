@@ -37,6 +37,17 @@ Direct path (:func:`block_circulant_direct_mm`): a GEMM on core's tile order and
 (``weight[n // b, k // b, (n − k) mod b]``: N·K/b distinct values, L1/L2 resident), then
 ``tl.dot`` at tensor-core speed in the activation dtype, fp32 accumulation.
 
+Direct path at M ≤ GEMV_MAX_M (``_direct_gemv_kernel``): expanding W costs N·K gathers whatever M
+is; expand x instead. With k = j·b + t,
+
+    y[m, i·b + r] = Σ_k w[i, j, t] · x[m, j·b + (r − t) mod b] = Σ_k W'[i, k] · X̃_m[k, r]
+
+W' = weight viewed as (p, K) (read as it is stored: contiguous rows, p·q·b values) and X̃_m the
+(K, b) circulant expansion of row m of x (K·b gathers from an L1-resident row). Per row m a
+(p × K)·(K × b) GEMM on tensor cores whose output tile (i, r) is row-major out[m] viewed (p, b);
+K is split across programs by core's single-launch split-K (per row m its own partials and
+counters); the bias (per (i, r)) enters with split 0's partial.
+
 Which path: :func:`choose_path` (a static cost model; measured once per shape bucket on a GPU).
 Backward (both paths): grad_x = g · W is block-circulant with the transposed blocks
 (weightᵀ[j, i, k] = weight[i, j, −k mod b], spectrum conj and transposed), so it runs the same
@@ -54,7 +65,17 @@ import triton.language as tl
 
 from slimtorch.core.checks import KERNEL_DTYPES, check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
-from slimtorch.core.gemm import grouped_tile, m_bucket, store_output
+from slimtorch.core.gemm import (
+    grouped_tile,
+    m_bucket,
+    max_tiles,
+    plan_split_k,
+    sm_count,
+    splitk_counters,
+    splitk_partials,
+    store_output,
+    store_splitk,
+)
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference, nonfinite_rows_to_nan
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
@@ -77,10 +98,21 @@ DIRECT_CONFIG_LIST = [
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=8, num_stages=3),
     triton.Config({"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
     triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=4),
-    triton.Config({"BLOCK_M": 16, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 1}, num_warps=4, num_stages=3),
-    triton.Config({"BLOCK_M": 16, "BLOCK_N": 64, "BLOCK_K": 256, "GROUP_M": 1}, num_warps=4, num_stages=3),
 ]
 DIRECT_CONFIGS = autotune_configs(DIRECT_CONFIG_LIST)
+# the x-expansion GEMV (M ≤ GEMV_MAX_M): (BLOCK_I output blocks) × (BLOCK_R positions in a block) tiles
+GEMV_CONFIG_LIST = [
+    triton.Config({"BLOCK_I": 16, "BLOCK_R": 16, "BLOCK_K": 32}, num_warps=4, num_stages=2),
+    triton.Config({"BLOCK_I": 64, "BLOCK_R": 64, "BLOCK_K": 64}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_I": 32, "BLOCK_R": 64, "BLOCK_K": 128}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_I": 64, "BLOCK_R": 32, "BLOCK_K": 128}, num_warps=4, num_stages=3),
+    triton.Config({"BLOCK_I": 16, "BLOCK_R": 64, "BLOCK_K": 128}, num_warps=4, num_stages=4),
+]
+GEMV_CONFIGS = autotune_configs(GEMV_CONFIG_LIST)
+GEMV_MAX_M = 16  # rows at or below: the x-expansion kernel
+GEMV_MIN_K_PER_SPLIT = 128
+GEMV_MAX_SPLITS = 32
+GEMV_GRANULE = 128  # split ranges are multiples of every config's BLOCK_K
 
 
 @triton.autotune(configs=SPECTRAL_CONFIGS, key=["M_BUCKET", "P", "Q", "F"])
@@ -178,15 +210,93 @@ def _direct_kernel(
     n_in_block = offs_n % B
     x_rows = x_ptr + offs_m.to(tl.int64)[:, None] * stride_xm
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < K
-        a = tl.load(x_rows + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-        lag = (n_in_block[None, :] - (offs_k % B)[:, None] + B) % B  # (r − s) mod b, (BLOCK_K, BLOCK_N)
-        idx = ((row_block[None, :] + (offs_k // B)[:, None]).to(tl.int64)) * B + lag
-        w = tl.load(w_ptr + idx, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
-        acc = dot_acc(a, w.to(a.dtype), acc, UPCAST)
+    if BLOCK_K % B == 0:
+        # every K tile starts a block: the (r − s) mod b pattern and the in-tile block offsets are the same for
+        # every tile, so the gather's pointer tile is built once and advances by BLOCK_K/b blocks (one add)
+        dk = tl.arange(0, BLOCK_K)
+        lag = (n_in_block[None, :] - (dk % B)[:, None] + B) % B  # (BLOCK_K, BLOCK_N)
+        w_ptrs = w_ptr + (row_block[None, :] + (dk // B)[:, None]).to(tl.int64) * B + lag
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + dk
+            mask_k = offs_k < K
+            a = tl.load(x_rows + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            w = tl.load(w_ptrs, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = dot_acc(a, w.to(a.dtype), acc, UPCAST)
+            w_ptrs += BLOCK_K  # BLOCK_K / b blocks of b values along q
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < K
+            a = tl.load(x_rows + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+            lag = (n_in_block[None, :] - (offs_k % B)[:, None] + B) % B  # (r − s) mod b, (BLOCK_K, BLOCK_N)
+            idx = ((row_block[None, :] + (offs_k // B)[:, None]).to(tl.int64)) * B + lag
+            w = tl.load(w_ptr + idx, mask=mask_k[:, None] & mask_n[None, :], other=0.0)
+            acc = dot_acc(a, w.to(a.dtype), acc, UPCAST)
     store_output(acc, offs_m, offs_n, M, N, bias_ptr, bias_ptr, out_ptr, stride_om, False, HAS_BIAS, "none")
+
+
+@triton.autotune(configs=GEMV_CONFIGS, key=["M_BUCKET", "P", "K", "B", "SPLIT"])
+@triton.jit
+def _direct_gemv_kernel(
+    x_ptr,  # (M, K), unit stride along K
+    w_ptr,  # weight (P, Q, B) contiguous = W' (P, K) row-major
+    bias_ptr,  # (P·B,)
+    out_ptr,  # (M, P·B) row-major, row stride stride_om
+    partial_ptr,  # SPLIT: fp32 (M·splits, P, B)
+    counter_ptr,  # SPLIT: int32, one per (m, tile)
+    P,
+    K,
+    k_per_split,
+    M_BUCKET,  # next power of two of M (autotune key only)
+    stride_xm,
+    stride_om,
+    B: tl.constexpr,
+    ALIGNED: tl.constexpr,  # every split starts at a multiple of B
+    HAS_BIAS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_I: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
+    """out[m] (P, B) = W' · X̃_m over one K range (module doc), program axis 0 = (m, I tile, R tile)."""
+    tiles_r = tl.cdiv(B, BLOCK_R)
+    tiles = tl.cdiv(P, BLOCK_I) * tiles_r
+    tile, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
+    m = tile // tiles
+    offs_i = (tile % tiles) // tiles_r * BLOCK_I + tl.arange(0, BLOCK_I)
+    offs_r = (tile % tiles_r) * BLOCK_R + tl.arange(0, BLOCK_R)
+    mask_i, mask_r = offs_i < P, offs_r < B
+    k_lo = split * k_per_split
+    k_hi = tl.minimum(k_lo + k_per_split, K)
+    x_row = x_ptr + m.to(tl.int64) * stride_xm
+    w_rows = w_ptr + offs_i.to(tl.int64)[:, None] * K
+    dk = tl.arange(0, BLOCK_K)
+    acc = tl.zeros((BLOCK_I, BLOCK_R), dtype=tl.float32)
+    if ALIGNED and BLOCK_K % B == 0:  # the gather pattern of X̃ is the same for every K tile: built once
+        x_offs = (dk // B * B)[:, None] + (offs_r[None, :] - (dk % B)[:, None] + B) % B
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            mask_k = k0 + dk < k_hi
+            w = tl.load(w_rows + (k0 + dk)[None, :], mask=mask_i[:, None] & mask_k[None, :], other=0.0)
+            xt = tl.load(x_row + k0 + x_offs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
+            acc = dot_acc(w.to(xt.dtype), xt, acc, UPCAST)
+    else:
+        for k0 in range(k_lo, k_hi, BLOCK_K):
+            kk = k0 + dk
+            mask_k = kk < k_hi
+            w = tl.load(w_rows + kk[None, :], mask=mask_i[:, None] & mask_k[None, :], other=0.0)
+            x_offs = (kk // B * B)[:, None] + (offs_r[None, :] - (kk % B)[:, None] + B) % B
+            xt = tl.load(x_row + x_offs, mask=mask_k[:, None] & mask_r[None, :], other=0.0)
+            acc = dot_acc(w.to(xt.dtype), xt, acc, UPCAST)
+    if HAS_BIAS:  # noqa: SIM102 (a constexpr test, then a runtime one: kept apart for Triton)
+        if split == 0:  # bias[i·B + r], once: with the first K range
+            b_mask = mask_i[:, None] & mask_r[None, :]
+            acc += tl.load(bias_ptr + offs_i[:, None] * B + offs_r[None, :], mask=b_mask, other=0.0).to(tl.float32)
+    partials = partial_ptr + m.to(tl.int64) * splits * P * B
+    store_splitk(
+        acc, offs_i, offs_r, P, B, tile, split, splits, partials, counter_ptr, bias_ptr, bias_ptr,
+        out_ptr + m.to(tl.int64) * stride_om, B, SPLIT, False, False, "none",
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- checks
@@ -328,6 +438,9 @@ def block_circulant_direct_mm(
     out = empty_output((m, n), dtype=x.dtype, device=x.device)
     if m == 0:
         return out
+    if m <= GEMV_MAX_M:
+        _launch_direct_gemv(x, weight, bias, out)
+        return out
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)
     _direct_kernel[grid](
         x,
@@ -345,6 +458,46 @@ def block_circulant_direct_mm(
         UPCAST=upcast_dot_operands(x.dtype),
     )
     return out
+
+
+def _launch_direct_gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Tensor) -> None:
+    """``_direct_gemv_kernel`` for M ≤ GEMV_MAX_M: K split until (rows × tiles × splits) fills the GPU."""
+    m, k = x.shape
+    p, _, b = weight.shape
+    plan = plan_split_k(
+        m * p,
+        b,
+        k,
+        sm_count=sm_count(x.device),
+        block_m=64,
+        block_n=64,
+        min_k_per_split=GEMV_MIN_K_PER_SPLIT,
+        max_splits=GEMV_MAX_SPLITS,
+        granule=GEMV_GRANULE,
+    )
+    split = plan.splits > 1
+    tiles = lambda meta: m * triton.cdiv(p, meta["BLOCK_I"]) * triton.cdiv(b, meta["BLOCK_R"])
+    partials = splitk_partials(m * plan.splits, p, b, x.device) if split else out
+    counters = splitk_counters(x.device, max_tiles(GEMV_CONFIG_LIST, tiles)) if split else out
+    _direct_gemv_kernel[lambda meta: (tiles(meta), plan.splits)](
+        x,
+        weight,
+        bias if bias is not None else out,
+        out,
+        partials,
+        counters,
+        p,
+        k,
+        plan.k_per_split,
+        m_bucket(m),
+        x.stride(0),
+        out.stride(0),
+        B=b,
+        ALIGNED=not split or plan.k_per_split % b == 0,
+        HAS_BIAS=bias is not None,
+        SPLIT=split,
+        UPCAST=upcast_dot_operands(x.dtype),
+    )
 
 
 # ----------------------------------------------------------------------------- path choice
