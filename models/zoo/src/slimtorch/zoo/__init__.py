@@ -1,5 +1,5 @@
 """slimtorch-zoo: the compact CNNs of the surveys (MobileNet V1/V2/V3, ShuffleNet V1/V2,
-SqueezeNet, ShiftNet) registered in timm, loadable from torchvision and timm weights, with
+SqueezeNet, ShiftNet, Bi-Real Net) registered in timm, loadable from torchvision and timm weights, with
 pruned architectures, quantized / 2:4-sparse conversions and distillation recipes.
 
 After ``import slimtorch.zoo`` every model is a timm model (``timm.create_model("slim_...")``);
@@ -16,6 +16,7 @@ from torch import nn
 
 # importing a family registers its models with timm
 from slimtorch.zoo import (
+    birealnet,
     mobilenetv1,
     mobilenetv2,
     mobilenetv3,
@@ -52,7 +53,7 @@ __all__ = [
     "profile",
 ]
 
-_FAMILIES = (mobilenetv1, mobilenetv2, mobilenetv3, shufflenetv1, shufflenetv2, squeezenet, shiftnet)
+_FAMILIES = (mobilenetv1, mobilenetv2, mobilenetv3, shufflenetv1, shufflenetv2, squeezenet, shiftnet, birealnet)
 _NAMES = frozenset(name for family in _FAMILIES for name in family.default_cfgs)
 
 
