@@ -287,3 +287,12 @@ def quant_goal_xnor(session: nox.Session) -> None:
     on 2 loaded CPU cores)."""
     _install(session, ["slimtorch-compress", "slimtorch-quant"])
     session.run("python", "-m", "slimtorch.compress.quant_goals.xnor", *session.posargs)
+
+
+@nox.session
+def quant_goal_mixed(session: nox.Session) -> None:
+    """Per-layer mixed precision (plan_bits, 6x size budget) against every uniform quant format on the digits
+    LeNet-5, post-training, 3 seeds -> benchmarks/results/cpu/quant_goal_mixed.* (not in CI; about 25 minutes on
+    2 loaded CPU cores; --finetune-epochs 1 adds a QAT fine-tune of the plan and of the formats it is compared with)."""
+    _install(session, ["slimtorch-compress", "slimtorch-quant"])
+    session.run("python", "-m", "slimtorch.compress.quant_goals.mixed", *session.posargs)
