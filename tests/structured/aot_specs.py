@@ -7,7 +7,7 @@ strides specialised as 16-divisible. ``quick=False`` adds every autotune config.
 import itertools
 
 from slimtorch.core.aot import KernelSpec, _jit_function
-from slimtorch.structured import block_circulant, hadamard, hashing
+from slimtorch.structured import block_circulant, circulant_fft, hadamard, hashing
 
 
 def _aligned(kernel, constexprs, unaligned=("M", "M_BUCKET", "R", "P", "Q", "F", "seed", "scale", "S")):
@@ -59,6 +59,24 @@ def aot_specs(quick: bool):
             meta,
             config,
             aligned=_aligned(kernel, {**meta, **config.kwargs}),
+        )
+    for n, dtype in ((8192, "fp16"), (1024, "fp32"), (64, "bf16")):  # the fused circulant FFT (no autotuning)
+        meta = dict(N=n, LOG_N=n.bit_length() - 1, HAS_BIAS=True)
+        kernel = circulant_fft._circulant_fft_kernel
+        pointers = {
+            "x_ptr": f"*{dtype}",
+            "spec_ptr": "*fp32",
+            "tw_ptr": "*fp32",
+            "bias_ptr": f"*{dtype}",
+            "out_ptr": f"*{dtype}",
+        }
+        yield KernelSpec(
+            f"circulant fft N={n} {dtype}",
+            kernel,
+            pointers,
+            meta,
+            num_warps=circulant_fft.launch_meta(n)["num_warps"],
+            aligned=_aligned(kernel, meta, unaligned=("R", "K", "OUT")),
         )
     for n, dtype in ((8192, "fp16"), (1024, "fp32"), (64, "bf16")):
         meta = dict(N=n, LOG_N=n.bit_length() - 1, BLOCK_R=hadamard.fwht_launch_meta(n)["BLOCK_R"])

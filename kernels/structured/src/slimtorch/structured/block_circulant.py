@@ -30,7 +30,9 @@ a layer can cache it at inference. The Triton kernel multiplies real and imagina
 four ``tl.dot``s (Yr = XrWrᵀ − XiWiᵀ, Yi = XrWiᵀ + XiWrᵀ); fp32 dots use IEEE precision for fp32
 activations and tf32 for 16-bit ones (whose rounding dominates). X and Y live as
 ``view_as_real`` of the complex tensors, (M, F, q, 2) / (M, F, p, 2), read through strides.
-For p = q = 1 (a plain circulant) the product is one elementwise complex multiply in torch.
+For p = q = 1 (a plain circulant) of a power-of-two size up to 8192 the whole product runs in
+one kernel (:mod:`slimtorch.structured.circulant_fft`: FFT, product, inverse FFT in registers);
+other sizes take rfft, one elementwise complex multiply and irfft in torch.
 
 Direct path (:func:`block_circulant_direct_mm`): a GEMM on core's tile order and epilogue whose
 (BLOCK_K × BLOCK_N) tile of Wᵀ is expanded in registers from the b-vectors by a gather
@@ -80,6 +82,7 @@ from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference, nonfinite_rows_to_nan
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
+from slimtorch.structured import circulant_fft
 
 PATHS = ("auto", "fft", "direct")
 DFT_GEMM_MAX_BLOCK = 128  # blocks up to this size take their DFTs as GEMMs (cuBLAS), larger ones cuFFT
@@ -348,7 +351,9 @@ def block_circulant_fft_mm(
     """``x · Wᵀ + bias`` for W given by its spectrum (2, F, p, q); x (M, q·b) -> (M, p·b), x's dtype."""
     m = x.shape[0]
     b, p, q, f = block_size, spectrum.shape[2], spectrum.shape[3], spectrum.shape[1]
-    if p == 1 and q == 1:  # a plain circulant: one complex product per frequency (cuFFT both ways)
+    if p == 1 and q == 1 and circulant_fft.fused_size(b):  # a circulant: FFT, product, iFFT in one kernel
+        return circulant_fft.circulant_fft_mm.launcher(x, spectrum[:, :, 0, 0].contiguous(), b, b, bias)
+    if p == 1 and q == 1:  # other circulant sizes: one complex product per frequency (cuFFT both ways)
         xf = torch.fft.rfft(x.float(), dim=1)
         out = torch.fft.irfft(xf * torch.complex(spectrum[0, :, 0, 0], spectrum[1, :, 0, 0]), n=b, dim=1)
     elif b <= DFT_GEMM_MAX_BLOCK:  # small blocks: the DFTs as GEMMs with the DFT matrices (cuBLAS)
@@ -507,6 +512,8 @@ H100_BYTES_PER_S = 3.0e12
 H100_FLOPS = {torch.float16: 7.0e14, torch.bfloat16: 7.0e14, torch.float32: 3.5e14}  # fp32 via tf32 tensor cores
 H100_FP32_FLOPS = 6.0e13  # CUDA-core fp32 (the FFT kernel's IEEE dots for fp32 activations)
 LAUNCH_S = 4e-6  # one kernel launch, as seen in a stream of them
+H100_ISSUE_RATE = 132 * 4 * 1.755e9  # warp instructions per second (SMs x schedulers x clock)
+FUSED_FFT_INSTR = 7.5  # circulant_fft's thread instructions per complex element and stage (sm_90a SASS)
 
 
 def estimate_seconds(path: str, m: int, p: int, q: int, b: int, dtype: torch.dtype) -> float:
@@ -516,6 +523,12 @@ def estimate_seconds(path: str, m: int, p: int, q: int, b: int, dtype: torch.dty
     if path == "direct":
         moved = m * k * elt + m * n * elt + p * q * b * elt
         return max(moved / H100_BYTES_PER_S, 2 * m * n * k / H100_FLOPS[dtype]) + LAUNCH_S
+    if p == 1 and q == 1 and circulant_fft.fused_size(b):
+        # the fused kernel: x read, y written once; issue-bound by its butterflies (the static SASS report,
+        # d = 8192: 7.5 thread instructions per complex element and stage, two rows per transform)
+        moved = m * k * elt + m * n * elt + 8 * f
+        issue = FUSED_FFT_INSTR * b * 2 * math.log2(b) * math.ceil(m / 2) / 32 / H100_ISSUE_RATE
+        return max(moved / H100_BYTES_PER_S, issue) + LAUNCH_S
     rate = H100_FP32_FLOPS if dtype == torch.float32 else H100_FLOPS[torch.float32]
     mac = 8 * m * p * q * f / rate
     if b <= DFT_GEMM_MAX_BLOCK and p * q > 1:
