@@ -1,7 +1,7 @@
 """Static SASS performance report: every kernel, on the real shapes it serves, compiled for sm_90a
 exactly as the runtime specialises it, read from the cubin. No GPU needed.
 
-    python -m slimtorch.core.sass [--quick] [--out benchmarks/static] [--families quant sparse convops]
+    python -m slimtorch.core.sass [--quick] [--out benchmarks/static] [--families quant sparse convops structured]
 
 For each case of :mod:`slimtorch.core.sass_cases` (an op's launcher on a real layer shape) the
 launches are captured (:mod:`slimtorch.core.capture`: Triton's own specialisation, every autotune
@@ -35,10 +35,14 @@ What each row holds, and how it is measured (exact = read off the binary; model 
   roofline time = max(min bytes / 3.35 TB/s HBM, FLOPs / the matrix peak — 989 TFLOP/s dense fp16
   and bf16, 1979 int8, 495 tf32 — scaled by 0.67 when the kernel uses only ``mma.sync`` (HMMA/IMMA,
   no wgmma; Hopper reaches about two thirds of peak through it), or the 59 TFLOP/s fp32 FMA rate
-  when it has no matrix instruction). ``static_ceiling`` = roofline time / max(roofline time,
+  when it has no matrix instruction; binary "b1" cases: POPC_PEAK, POPC's 16 words per clock per SM,
+  bound ``popc``). ``static_ceiling`` = roofline time / max(roofline time,
   issue time): the fraction of the binding peak (``bound``: hbm, tensor or fma) the instruction
   stream allows. It ignores latency, occupancy, waves and the prologue's one-time costs, so it is
   an upper bound on the fraction a GPU will measure.
+
+XNOR loops (a POPC in the hot loop) also get ``xnor_issue_fraction`` (:func:`xnor_loop`): the
+XOR + POPC + add core of the loop over every instruction it issues.
 
 ``best`` marks, per case, the autotune config with the highest static ceiling (then fewest
 instructions). Every row records the Triton version. ``BUDGETS`` below is the CI gate's table
@@ -74,6 +78,11 @@ HBM_BYTES_PER_S = 3.35e12
 TENSOR_PEAK = {"float16": 989.4e12, "bfloat16": 989.4e12, "int8": 1978.9e12, "float32": 494.7e12}
 MMA_SYNC_FRACTION = 0.67  # mma.sync (HMMA/IMMA) on Hopper vs the wgmma peak
 FMA_PEAK = SMS * 128 * 2 * CLOCK_HZ  # fp32 FMA lanes
+# Binary (XNOR/popcount) ops on CUDA cores: POPC issues 16 results per clock per SM on cc 7.x-9.0 (CUDA C++
+# Programming Guide, throughput of native arithmetic instructions; XOR and IADD: 64), one 32-bit word = 32 binary
+# MACs = 64 ops. Cases with dot_dtype "b1" and no matrix instruction are measured against it (bound "popc").
+POPC_PER_SM_CLOCK = 16
+POPC_PEAK = SMS * POPC_PER_SM_CLOCK * 32 * 2 * CLOCK_HZ
 REGS_PER_SM = 65536
 SMEM_PER_SM = 228 * 1024
 SMEM_RESERVED_PER_CTA = 1024
@@ -144,6 +153,55 @@ BUDGETS: dict[str, dict[str, float]] = {
         "min_static_ceiling": 0.54,
         "max_regs": 184,
     },
+    # INQ power-of-two (5 bits in 8-bit codes), set 2026-12-01 from benchmarks/static/sm_90a-pow2.json (triton 3.9,
+    # K = N = 4096, M = 1 / 16 / 2048): the decode is 6 integer ops per weight (shift out the code, one IMAD for the
+    # exponent add, IMAD.SHL + LOP3 for the sign, LOP3 + SEL for zero; no I2F, no multiply) plus the packed formats'
+    # shared-memory layout round trip (1 STS per weight). GEMV 9.30-9.47 instr/weight (int4-g128 on the same tl.dot
+    # path 8.53-8.56, int8 4.70), ceiling 0.84-0.87 of HBM (twice int4's bytes per weight), 128-165 regs; GEMM 10.75,
+    # ceiling 0.70 of the (wgmma) tensor roofline, 128 regs. No spills.
+    "quant pow2-5bit gemv _dequant_mm_kernel": {
+        "max_instr_per_weight": 10.1,
+        "min_static_ceiling": 0.78,
+        "max_regs": 180,
+    },
+    "quant pow2-5bit gemm _dequant_mm_kernel": {
+        "max_instr_per_weight": 11.4,
+        "min_static_ceiling": 0.65,
+        "max_regs": 138,
+    },
+    # product quantization (d = 4, C = 16), set 2026-12-01 from benchmarks/static/sm_90a-pq.json (triton 3.9): the
+    # gather-add issues 6 instructions per table entry; 1.63 instr/weight at M = 1 (ceiling 0.70-0.75 of HBM), 2.45 per
+    # 2-row program at M = 16..2048 (ceiling 0.80 of the dense fp32 FMA roofline), 40 / 56 regs, no spills.
+    "quant pq-d4-c16 gemv _pq_gather_kernel": {"max_instr_per_weight": 2.6, "min_static_ceiling": 0.64, "max_regs": 61},
+    "quant pq-d4-c16 gemm _pq_gather_kernel": {"max_instr_per_weight": 2.6, "min_static_ceiling": 0.74, "max_regs": 61},
+    # XNOR (binary activations and weights, quant.xnor_mm), set 2026-12-01 from benchmarks/static/sm_90a-xnor.json
+    # (triton 3.9): the worst best-config row, +6% instructions, -7% fractions, +8% registers. Ceiling: POPC_PEAK
+    # (16 POPC per clock per SM); xnor_issue_fraction: XOR + POPC + add over the loop's instructions (goal 0.8).
+    # GEMV M = 16: 229-instruction loop, 64 POPC, 0.84, 130 regs; M = 1 is HBM-bound (ceiling 1.00 of HBM at
+    # 0.72 instr/weight) with a 0.52 fraction (masked loads), which sets the GEMV's fraction floor.
+    "quant xnor-1bit gemv _xnor_mm_kernel": {
+        "max_instr_per_weight": 1.9,
+        "min_static_ceiling": 0.93,
+        "max_regs": 141,
+        "min_xnor_issue_fraction": 0.48,
+        "target_min_xnor_issue_fraction": 0.80,  # met at M = 16 (0.84); M = 1 is bound by HBM
+    },
+    "quant xnor-1bit gemm _xnor_mm_kernel": {  # 64x64x2: 227 instr, 64 POPC, 0.85, 96 regs at every M >= 64
+        "max_instr_per_weight": 7.6,
+        "min_static_ceiling": 0.93,
+        "max_regs": 104,
+        "min_xnor_issue_fraction": 0.79,
+        "target_min_xnor_issue_fraction": 0.80,
+    },
+    # implicit-GEMM conv, BNN ResNet-18 3x3 layers: 0.75 (C <= 128, 64x64 tiles), 0.64 (C >= 256, whose best row by
+    # instr/weight is the 32x32x4 tile); instr/output counts the tap loop per word block (an upper bound for C > 64)
+    "quant xnor-conv conv _xnor_conv2d_kernel": {
+        "max_instr_per_output": 1132.0,
+        "min_static_ceiling": 0.93,
+        "max_regs": 104,
+        "min_xnor_issue_fraction": 0.59,
+        "target_min_xnor_issue_fraction": 0.80,
+    },
     # 2:4, set 2026-12-01 from benchmarks/static/sm_90a-sparse24.json (triton 3.9). GEMV (M <= 2): per-lane partials
     # across K, one reduction per tile: 5.55 instr/weight, ceiling 0.98-1.00 of HBM at M = 1 on all three LLM shapes
     # (was 11.9 / 0.73), 128 regs; at M = 2 8.4 / 0.80. It reads 1.78x fewer bytes than dense fp16.
@@ -184,6 +242,48 @@ BUDGETS: dict[str, dict[str, float]] = {
         "min_static_ceiling": 0.54,
         "max_regs": 88,
     },
+    # structured, set 2026-12-01 from benchmarks/static/sm_90a-structured.json (triton 3.9, d = 4096, b = 64, fp16).
+    # The spectral kernel's instr/weight counts per complex spectrum entry, the GEMV's per stored weight (1/64 of
+    # dense), the tile kernel's and the hashed GEMM's per expanded (virtual) weight.
+    "structured block-circulant-b64 fft gemv _spectral_mac_kernel": {
+        "max_instr_per_weight": 26.1,
+        "min_static_ceiling": 0.93,
+        "max_regs": 182,
+    },
+    "structured block-circulant-b64 fft gemm _spectral_mac_kernel": {
+        "max_instr_per_weight": 26.8,
+        "min_static_ceiling": 0.93,
+        "max_regs": 182,
+    },
+    # the x-expansion GEMV (M <= 16): 8.97 instr per stored weight, 0.91 of HBM (the tile kernel at M = 1: 0.027)
+    "structured block-circulant-b64 direct gemv _direct_gemv_kernel": {
+        "max_instr_per_weight": 9.5,
+        "min_static_ceiling": 0.84,
+        "max_regs": 132,
+    },
+    "structured block-circulant-b64 direct gemm _direct_kernel": {
+        "max_instr_per_weight": 7.2,
+        "min_static_ceiling": 0.93,
+        "max_regs": 214,
+    },
+    # the fused circulant FFT (d = 8192, no autotuning): issue-bound by the butterflies, 6,221 instructions per warp
+    "structured circulant fft conv _circulant_fft_kernel": {
+        "max_instr_per_output": 206.0,  # 97.2 at M = 1024, 194.4 at M = 1 (one pair of rows: one row is empty)
+        "min_static_ceiling": 0.34,
+        "max_regs": 255,
+    },
+    "structured fwht conv _fwht_kernel": {"max_instr_per_output": 24.1, "min_static_ceiling": 0.93, "max_regs": 42},
+    # a hash per virtual weight: issue-bound (no speed goal in the issue; the layer is for size)
+    "structured hashed-1/64 gemv _hashed_mm_kernel": {
+        "max_instr_per_weight": 46.0,
+        "min_static_ceiling": 0.0061,
+        "max_regs": 182,
+    },
+    "structured hashed-1/64 gemm _hashed_mm_kernel": {
+        "max_instr_per_weight": 48.6,
+        "min_static_ceiling": 0.155,
+        "max_regs": 138,
+    },
 }
 
 # Weight elements one loop iteration of one program covers, for kernels not shaped BLOCK_K × BLOCK_N.
@@ -191,6 +291,13 @@ ITERATION_WEIGHTS = {
     "_sparse24_gemv_kernel": lambda c: 2 * c["BLOCK_N"] * (c["BLOCK_V"] // c.get("BLOCK_M", 1)),
     "_bsr_mm_kernel": lambda c: c["BLOCK_SIZE"] ** 2,
     "_int4_gemv_kernel": lambda c: 8 * c["BLOCK_KW"] * c["BLOCK_N"],  # BLOCK_KW int32 rows of 8 codes
+    "_pq_gather_kernel": lambda c: c["BLOCK_S"] * c["D"] * c["BLOCK_N"],  # BLOCK_S sub-vectors of D weights per column
+    "_spectral_mac_kernel": lambda c: c["BLOCK_Q"] * c["BLOCK_P"],  # complex spectrum entries (Re and Im planes)
+    "_direct_gemv_kernel": lambda c: c["BLOCK_I"] * c["BLOCK_K"],  # stored block-circulant weights (W' tile)
+    "_xnor_mm_kernel": lambda c: 32 * c["BLOCK_KW"] * c["BLOCK_N"],  # BLOCK_KW words of 32 sign bits per channel
+    # one tap's BLOCK_CW channel words per channel (the tap loop's body holds the word loop; exact for C <= 32·BLOCK_CW,
+    # an upper bound on the instructions above that)
+    "_xnor_conv2d_kernel": lambda c: 32 * c["BLOCK_CW"] * c["BLOCK_N"],
 }
 
 _TENSOR_OPS = ("HMMA", "HGMMA", "IMMA", "IGMMA", "QGMMA", "BMMA", "OMMA")
@@ -348,6 +455,8 @@ def analyse(instrs: list[dict], warps: int, iter_weights: float | None, total_we
         "instr_per_weight": None,
         "instr_per_output": None,
     }
+    if loop is not None:
+        out.update(xnor_loop(useful[loop[0] : loop[1] + 1]))
     if loop is not None and iter_weights:
         out["instr_per_weight"] = round(body * 32 * warps / iter_weights, 3)
     if outputs:
@@ -355,9 +464,23 @@ def analyse(instrs: list[dict], warps: int, iter_weights: float | None, total_we
     return out
 
 
+def xnor_loop(body: list[dict]) -> dict[str, Any]:
+    """XNOR/popcount loops (a POPC in the hot loop): the issue-rate ceiling of the inner loop. The
+    ideal loop issues three instructions per 32-bit word pair, XOR (LOP3), POPC and the add (IADD3 /
+    IMAD); ``xnor_issue_fraction`` = 3 · POPCs / loop instructions (1.0: nothing but that core). On
+    top, POPC's own rate (16 per clock per SM, POPC_PEAK) binds before issue does when a loop has
+    fewer than 8 instructions per POPC: the ``popc`` bound of :func:`ceiling`."""
+    popc = sum(_base(ins["op"]) == "POPC" for ins in body)
+    if not popc:
+        return {}
+    return {"loop_popc": popc, "xnor_issue_fraction": round(min(1.0, 3 * popc / len(body)), 4)}
+
+
 def ceiling(warp_instructions: float, nbytes: float, flops: float, dot_dtype: str, tensor_core: list[str]) -> dict:
     """Issue-rate vs roofline times (module doc); static_ceiling = fraction of the binding peak."""
-    if tensor_core:
+    if dot_dtype == "b1" and "BMMA" not in tensor_core:  # XNOR on CUDA cores (an HMMA there is an epilogue's)
+        peak, unit = POPC_PEAK, "popc"
+    elif tensor_core:
         wgmma = any("GMMA" in op for op in tensor_core)
         peak = TENSOR_PEAK.get(dot_dtype, TENSOR_PEAK["float16"]) * (1.0 if wgmma else MMA_SYNC_FRACTION)
         unit = "tensor"
@@ -570,10 +693,11 @@ def cuda_source_rows(compiler: Compiler) -> list[dict]:
 
 
 def mark_best(rows: list[dict]) -> None:
-    """Per (kernel, shape) of primary Triton rows: the config with the best static ceiling."""
+    """Per (kernel, shape) of primary Triton rows: the config with the best static ceiling (a kernel
+    without autotuning: its one launch)."""
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        if row.get("primary") and row.get("static_ceiling") is not None and row.get("config_index") is not None:
+        if row.get("primary") and row.get("static_ceiling") is not None:
             groups.setdefault((row["kernel"], row["shape"]), []).append(row)
     for group in groups.values():
         cost = lambda r: r.get("instr_per_weight") or r.get("instr_per_output") or 0.0
@@ -659,6 +783,7 @@ def check_budgets(rows: Iterable[dict], budgets: dict[str, dict[str, float]] = B
             ("instr_per_output", budget.get("max_instr_per_output"), lambda v, lim: v > lim),
             ("regs", budget.get("max_regs"), lambda v, lim: v > lim),
             ("static_ceiling", budget.get("min_static_ceiling"), lambda v, lim: v < lim),
+            ("xnor_issue_fraction", budget.get("min_xnor_issue_fraction"), lambda v, lim: v < lim),
         ):
             value = row.get(field_name)
             if limit is not None and value is not None and worse(value, limit):
@@ -780,7 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one LLM shape and a few conv layers")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/static"))
     parser.add_argument("--stem", default=ARCH_NAME, help="output file name (without .json/.md)")
-    parser.add_argument("--families", nargs="+", default=["quant", "sparse", "convops"])
+    parser.add_argument("--families", nargs="+", default=["quant", "sparse", "convops", "structured"])
     parser.add_argument("--filter", nargs="+", default=[], help="only cases whose 'family op shape' contains one")
     parser.add_argument("--cuda-sources", action="store_true", help="with --filter: still report every .cu kernel")
     parser.add_argument("--check", action="store_true", help="exit 1 when a row is outside its budget")
