@@ -16,8 +16,9 @@ and the int16/int32 pattern is bitcast — no multiply, no int→float convert. 
 multiplies the fp32 accumulator once in the epilogue (exact: a power of two, also per split).
 
 The other formats' tiles are cast to the activation dtype; every tile is multiplied with
-``tl.dot`` (fp16/bf16 tensor cores, tf32 for fp32 activations), accumulating in fp32. Packed words are loaded once per tile,
-(BLOCK_K / P, BLOCK_N) int32 coalesced along N, then shifted/masked per element.
+``tl.dot`` (fp16/bf16 tensor cores, tf32 for fp32 activations), accumulating in fp32. Packed
+words are loaded once per tile, (BLOCK_K / P, BLOCK_N) int32 coalesced along N, then
+shifted/masked per element.
 
 One kernel, two launch shapes, chosen by :func:`launch_dequant_mm` from M:
 
