@@ -1,8 +1,8 @@
 """Every Triton kernel of slimtorch.quant as AOT specialisations (see slimtorch.core.aot), captured
 from the launchers (slimtorch.core.capture) so each is specialised exactly as at run time: every
-weight format of the benchmarks (int8, int4 g128 and g32, W8A8, ternary, binary, codebook) on the
+weight format of the benchmarks (int8, int4 g128 and g32, W8A8, ternary, binary, codebook, XNOR) on the
 split-K GEMV path (M = 1 fp16, M = 7 bf16) and the tile path (M = 64 fp32 / tf32). ``quick``: the
-first autotune config of each launch; otherwise every config."""
+first autotune config of each launch; otherwise every config. Plus the XNOR binary conv (one small layer)."""
 
 import math
 
@@ -28,6 +28,7 @@ def _run():
         packed = on_fake_device(lambda device, p=provider: p.pack(torch.randn(N, K, device=device) / math.sqrt(K)))
         for m, dtype in CALLS:
             provider.run(torch.randn(m, K, device="cuda", dtype=dtype), *packed)
+    bench.xnor_conv_run(2, 40, 6, 8, 1, "cuda")
 
 
 def aot_specs(quick: bool):

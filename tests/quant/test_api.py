@@ -12,6 +12,7 @@ from slimtorch.core.modules import GemmConv2d
 from slimtorch.core.registry import available_conversions
 from slimtorch.core.testing import SmallCompactCNN, randn
 from slimtorch.quant import api, layers
+from slimtorch.quant.binary import XnorConv2d
 
 CONFIGS = [
     api.Int8WeightOnlyConfig(),
@@ -83,7 +84,18 @@ def test_quantize_errors():
 
 def test_formats_are_registered():
     names = {f.name for f in QUANT_FORMATS}
-    assert names == {"int8", "w8a8", "int4-g32", "int4-g128", "binary", "ternary", "codebook-4bit"}
+    assert names == {
+        "int8",
+        "w8a8",
+        "int4-g32",
+        "int4-g128",
+        "binary",
+        "ternary",
+        "codebook-4bit",
+        "pow2-5bit",
+        "pq-d4-c16",
+        "xnor",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +110,8 @@ def test_registered_format_converts_timm_mobilenetv2(fmt, mobilenetv2):
     x = randn((1, 3, 32, 32), seed=2)
     with reference_only(), torch.no_grad():
         converted = fmt.convert(copy.deepcopy(model)).model
-        assert any(isinstance(m, layers.QuantizedLinear) for m in converted.modules())
+        # XNOR packs convolutions as XnorConv2d (binary activations need their own implicit-GEMM conv)
+        assert any(isinstance(m, (layers.QuantizedLinear, XnorConv2d)) for m in converted.modules())
         out = converted(x)
     # accuracy is not the point here (random weights, ~50 layers): it converts and runs
     assert out.shape == (1, 10) and bool(torch.isfinite(out).all())

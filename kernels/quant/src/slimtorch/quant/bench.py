@@ -9,7 +9,10 @@ batch), at M ∈ {1, 4, 16, 64, 256, 1024, 4096}. Providers, side by side per (c
 - ``fp16 torch.matmul`` (the baseline: cuBLAS on fp16 weights);
 - ours, through the raw launchers (no dispatch overhead): ``int8``, ``int4-gG`` (G = 128, or the
   largest of 64/32 dividing K), ``w8a8`` (per-token quantization pass + int8 GEMM), ``ternary-2bit``,
-  ``binary-1bit``, ``codebook-4bit``; each is checked against its reference before it is timed (a
+  ``binary-1bit``, ``codebook-4bit``, ``xnor-1bit`` (binary activations too: sign packing +
+  XOR/popcount), ``pq-d4-c16`` (product quantization: LUT table + gather-add), ``pow2-5bit``
+  (INQ power-of-two weights, exponent decode); each is checked
+  against its reference before it is timed (a
   wrong result is reported as an error, not a time);
 - torch's: ``torch._weight_int8pack_mm``, ``torch._weight_int4pack_mm`` (tinygemm, bf16 activations)
   and ``torch._int_mm`` (the int8 GEMM alone, on pre-quantized activations, M > 16), where the
@@ -36,7 +39,11 @@ from slimtorch.quant.codebook_mm import codebook_mm
 from slimtorch.quant.int4_mm import int4_weight_mm
 from slimtorch.quant.int8_mm import int8_weight_mm
 from slimtorch.quant.lowbit_mm import lowbit_weight_mm
+from slimtorch.quant.pow2 import quantize_pow2
+from slimtorch.quant.pow2_mm import pow2_weight_mm
+from slimtorch.quant.pq_mm import pq_code_bits, pq_mm
 from slimtorch.quant.w8a8_mm import quantize_per_token_reference, w8a8_linear
+from slimtorch.quant.xnor_mm import pack_signs, pack_signs_reference, pack_weight_signs, xnor_mm, xnor_mm_reference
 
 FAMILY = "quant"
 BASELINE = "fp16 torch.matmul"
@@ -99,6 +106,63 @@ def ours(name: str, pack: Callable[[torch.Tensor], tuple], op, extra: tuple, wei
     )
 
 
+def _xnor_pack(w: torch.Tensor) -> tuple:
+    """XNOR-Net's binary weight: sign bits (N, K/32) and α_n = mean |W[n, :]| in fp16."""
+    return pack_weight_signs(w), w.abs().mean(dim=1).half()
+
+
+def xnor_provider(k: int, n: int) -> Provider:
+    """Binary activations × binary weights: pack sign(x) (one pass), then the XOR/popcount GEMM."""
+    return Provider(
+        "ours xnor-1bit",
+        _xnor_pack,
+        lambda x, w_bits, alpha: xnor_mm.launcher(pack_signs.launcher(x), w_bits, k, alpha, None, None),
+        n * k / 8 + 2 * n,
+        lambda x, w_bits, alpha: xnor_mm_reference(pack_signs_reference(x), w_bits, k, alpha),
+    )
+
+
+# Binary 3x3 convolutions of a ResNet-18-style BNN (Bi-Real / XNOR-Net body) at 224²: (C, H = W, O, stride)
+XNOR_CONV_SHAPES = ((64, 56, 64, 1), (128, 28, 128, 1), (256, 14, 256, 1), (256, 28, 256, 2), (512, 7, 512, 1))
+
+
+def xnor_conv_run(batch: int, c: int, size: int, o: int, stride: int, device: torch.device | str) -> torch.Tensor:
+    """One binary 3x3 conv (padding 1) on packed NHWC signs: xnor_conv2d's launcher, as a layer runs it."""
+    from slimtorch.quant.xnor_mm import words_for, xnor_conv2d
+
+    cw = words_for(c)
+    a_bits = torch.zeros(batch, size, size, cw, dtype=torch.int32, device=device)
+    w_bits = torch.zeros(o, 3, 3, cw, dtype=torch.int32, device=device)
+    alpha = torch.ones(o, dtype=torch.float16, device=device)
+    beta = torch.ones(batch, (size - 1) // stride + 1, (size - 1) // stride + 1, dtype=torch.float16, device=device)
+    return xnor_conv2d.launcher(a_bits, w_bits, c, [stride, stride], [1, 1], alpha, beta, None)
+
+
+PQ_SUB_DIM, PQ_CENTROIDS = 4, 16  # Q-CNN-style: 4-weight sub-vectors, 16 centroids (1 bit per weight in codes)
+
+
+def _pq_pack(w: torch.Tensor) -> tuple:
+    """A product-quantized weight of W's shape: random codes and centroids (the LUT GEMM's speed does
+    not depend on their values; k-means of an 8192² weight would dominate the set-up)."""
+    n, k = w.shape
+    s = -(-k // PQ_SUB_DIM)
+    codes = torch.randint(0, PQ_CENTROIDS, (n, s), device=w.device)
+    codebooks = torch.randn(1, s, PQ_CENTROIDS, PQ_SUB_DIM, device=w.device) / math.sqrt(k)
+    return formats.pack_codes(codes, pq_code_bits(PQ_CENTROIDS)), codebooks
+
+
+def pq_provider(k: int, n: int) -> Provider:
+    """Product quantization (one codebook per subspace): the table, then the gather-add (pq_mm)."""
+    s = -(-k // PQ_SUB_DIM)
+    weight_bytes = 4 * n * -(-s // 8) + 4 * s * PQ_CENTROIDS * PQ_SUB_DIM  # 4-bit codes + fp32 codebooks
+    return ours(f"ours pq-d{PQ_SUB_DIM}-c{PQ_CENTROIDS}", _pq_pack, pq_mm, (n,), weight_bytes)
+
+
+def pow2_provider(k: int, n: int) -> Provider:
+    """INQ 5-bit power-of-two weights (8-bit codes, decoded by exponent arithmetic) and n1."""
+    return ours("ours pow2-5bit", lambda w: tuple(quantize_pow2(w, 5)[:2]), pow2_weight_mm, (5,), n * k + 4)
+
+
 def providers(k: int, n: int) -> list[Provider]:
     """Every provider that applies to a K×N weight (int4 needs a group size dividing K)."""
     int8 = lambda w: tuple(formats.quantize_int8(w))
@@ -127,6 +191,9 @@ def providers(k: int, n: int) -> list[Provider]:
             (4,),
             n * k / 2 + 64,
         ),
+        xnor_provider(k, n),
+        pq_provider(k, n),
+        pow2_provider(k, n),
         Provider(
             "torch _weight_int8pack_mm",
             lambda w: _torch_int8_pack(formats.quantize_int8(w)),
@@ -225,6 +292,7 @@ GOALS = [
     ("ours w8a8", "llm", lambda m: m >= 2048, 1.5),
     ("ours ternary-2bit", "llm", lambda m: m == 1, 5.0),
     ("ours codebook-4bit", "llm", lambda m: m == 1, 2.5),
+    ("ours xnor-1bit", "llm", lambda m: m <= 16, 8.0),  # M >= 256: reported, fp16 tensor cores may win
 ]
 
 

@@ -115,8 +115,38 @@ def quant_cases(quick: bool = False) -> Iterator[Case]:
                     nbytes=float(provider.weight_bytes + 2 * m * k + 2 * m * n),
                     flops=2.0 * m * n * k,
                     outputs=m * n,
-                    dot_dtype="int8" if op == "w8a8" else "float16",
+                    dot_dtype={"w8a8": "int8", "xnor-1bit": "b1"}.get(op, "float16"),
                 )
+
+
+def xnor_conv_cases(quick: bool = False) -> Iterator[Case]:
+    """slimtorch.quant's binary implicit-GEMM conv on a BNN ResNet-18's 3x3 layers (quant.bench shapes)."""
+    if not _installed("slimtorch.quant"):
+        return
+    from slimtorch.quant import bench as qb
+
+    for c, size, o, stride in qb.XNOR_CONV_SHAPES[:2] if quick else qb.XNOR_CONV_SHAPES:
+        out_hw = (size - 1) // stride + 1
+        for batch in CNN_BATCHES:
+
+            def run(c=c, size=size, o=o, stride=stride, batch=batch):
+                qb.xnor_conv_run(batch, c, size, o, stride, "cuda")
+
+            pixels = batch * out_hw**2
+            yield Case(
+                "quant",
+                "xnor-conv",
+                f"bnn resnet18 3x3/s{stride} {c}->{o} {size}² batch {batch}",
+                {"batch": batch, "M": pixels, "K": 9 * c, "N": o},
+                run,
+                "conv",
+                weights=9.0 * c * o,
+                weight_bytes=9.0 * c * o / 8,
+                nbytes=batch * size * size * c / 8 + 9.0 * c * o / 8 + 2.0 * pixels * (o + 1),
+                flops=2.0 * pixels * o * 9 * c,
+                outputs=pixels * o,
+                dot_dtype="b1",
+            )
 
 
 def sparse_cases(quick: bool = False) -> Iterator[Case]:
@@ -263,10 +293,137 @@ def convops_cases(quick: bool = False) -> Iterator[Case]:
                 )
 
 
+STRUCTURED_D = 4096  # the issue's block-circulant, low-rank and hashed shape (d x d)
+STRUCTURED_M = (1, 1024)
+CIRCULANT_SHAPES = ((1024, 8192), (1, 8192))  # (rows, d): the issue's CirculantLinear goal, and batch 1
+FWHT_SHAPES = ((1024, 8192), (1024, 1024))  # (rows, N): Fastfood's d = 8192 (two passes) and one pass
+
+
+def structured_cases(quick: bool = False) -> Iterator[Case]:
+    """slimtorch.structured's kernels at the issue's shapes (d = 4096 block-circulant b = 64 on both
+    paths and the HashedNets GEMM, FWHT of 8192 and 1024 points), fp16 activations."""
+    if not _installed("slimtorch.structured"):
+        return
+    from slimtorch.structured import block_circulant as bc
+    from slimtorch.structured.circulant_fft import circulant_fft_mm
+    from slimtorch.structured.hadamard import fwht
+    from slimtorch.structured.hashing import hashed_mm
+
+    d, b, dtype = STRUCTURED_D, 64, torch.float16
+    p = q = d // b
+    f = b // 2 + 1
+    buckets = d * d // 64  # HashedNets at 1/64 of the virtual weights
+    for m in STRUCTURED_M[1:] if quick else STRUCTURED_M:
+        regime = "gemv" if m <= GEMV_MAX_M else "gemm"
+
+        def spectral(m=m):
+            x = torch.randn(m, d, device="cuda", dtype=dtype)
+            spectrum = torch.randn(2, f, p, q, device="cuda", dtype=torch.float32)
+            bc.block_circulant_fft_mm.launcher(x, spectrum, b, torch.randn(d, device="cuda", dtype=dtype))
+
+        # the spectral kernel alone: X (M, q, 2F) and Y (M, p, 2F) in fp16, the fp32 spectrum, per frequency
+        # a complex (M x q)(q x p) product (4 real tf32 dots); the DFT GEMMs around it are cuBLAS
+        yield Case(
+            "structured",
+            "block-circulant-b64 fft",
+            f"M={m} d={d}",
+            {"M": m, "K": d, "N": d},
+            spectral,
+            regime,
+            weights=float(f * p * q),
+            weight_bytes=8.0 * f * p * q,
+            nbytes=2.0 * 2 * f * m * (p + q) + 8.0 * f * p * q + 8.0 * f * p,
+            flops=8.0 * m * p * q * f,
+            outputs=m * p * f,
+            dot_dtype="float32",
+        )
+
+        def direct(m=m):
+            x = torch.randn(m, d, device="cuda", dtype=dtype)
+            weight = torch.randn(p, q, b, device="cuda", dtype=dtype)
+            bc.block_circulant_direct_mm.launcher(x, weight, torch.randn(d, device="cuda", dtype=dtype))
+
+        yield Case(
+            "structured",
+            "block-circulant-b64 direct",
+            f"M={m} d={d}",
+            {"M": m, "K": d, "N": d},
+            direct,
+            regime,
+            # M > 16: every W tile is expanded in registers (dense-equivalent); M <= 16: the x-expansion GEMV
+            # streams the stored weights once per row
+            weights=float(d * d if m > bc.GEMV_MAX_M else m * p * q * b),
+            weight_bytes=2.0 * p * q * b,
+            nbytes=2.0 * (p * q * b + 2 * m * d),
+            flops=2.0 * m * d * d,
+            outputs=m * d,
+        )
+
+        def hashed(m=m):
+            x = torch.randn(m, d, device="cuda", dtype=dtype)
+            weight = torch.randn(buckets, device="cuda", dtype=dtype)
+            hashed_mm.launcher(x, weight, d, 7, torch.randn(d, device="cuda", dtype=dtype))
+
+        yield Case(
+            "structured",
+            "hashed-1/64",
+            f"M={m} d={d}",
+            {"M": m, "K": d, "N": d},
+            hashed,
+            regime,
+            weights=float(d * d),  # virtual weights, each hashed and gathered in registers
+            weight_bytes=2.0 * buckets,
+            nbytes=2.0 * (buckets + 2 * m * d),
+            flops=2.0 * m * d * d,
+            outputs=m * d,
+        )
+    for rows, n in CIRCULANT_SHAPES[:1] if quick else CIRCULANT_SHAPES:
+
+        def circulant(rows=rows, n=n):
+            x = torch.randn(rows, n, device="cuda", dtype=dtype)
+            spectrum = torch.randn(2, n // 2 + 1, device="cuda", dtype=torch.float32)
+            circulant_fft_mm.launcher(x, spectrum, n, n, torch.randn(n, device="cuda", dtype=dtype))
+
+        yield Case(
+            "structured",
+            "circulant fft",
+            f"M={rows} d={n}",
+            {"rows": rows, "N": n},
+            circulant,
+            "conv",
+            nbytes=2.0 * (2 * rows * n + n) + 8.0 * (n // 2 + 1),  # x read and y written once, the spectrum
+            flops=2 * 5.0 * (rows / 2) * n * math.log2(n),  # two complex FFTs per pair of rows, 5 N log2 N each
+            outputs=rows * n,
+            dot_dtype="float32",
+        )
+    for rows, n in FWHT_SHAPES[:1] if quick else FWHT_SHAPES:
+
+        def transform(rows=rows, n=n):
+            fwht.launcher(torch.randn(rows, n, device="cuda", dtype=dtype), 1.0)
+
+        yield Case(
+            "structured",
+            "fwht",
+            f"rows={rows} N={n}",
+            {"rows": rows, "N": n},
+            transform,
+            "conv",
+            nbytes=2.0 * 2 * rows * n,  # one read and one write of every element (the goal: copy bandwidth)
+            outputs=rows * n,
+        )
+
+
 def all_cases(quick: bool = False) -> list[Case]:
     """Every family's cases; a family whose helpers fail to load gives one case that reports why."""
     cases: list[Case] = []
-    for family, make in (("quant", quant_cases), ("sparse", sparse_cases), ("convops", convops_cases)):
+    makers = (
+        ("quant", quant_cases),
+        ("quant", xnor_conv_cases),
+        ("sparse", sparse_cases),
+        ("convops", convops_cases),
+        ("structured", structured_cases),
+    )
+    for family, make in makers:
         try:
             cases.extend(make(quick))
         except Exception as err:  # a package changed its bench helpers: report it, keep the others
