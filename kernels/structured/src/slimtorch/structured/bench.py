@@ -187,8 +187,8 @@ def static_estimates() -> list[tuple[str, float, float]]:
     model): never a measurement."""
     fp16 = torch.float16
     bw, tc = bc.H100_BYTES_PER_S, bc.H100_FLOPS[fp16]
-    # dense pays one launch too: the same LAUNCH_S every one of our kernels pays in the model
-    dense = lambda m, d: (max(2 * m * d * d / tc, (2 * m * d * 2 + 2 * d * d) / bw) + bc.LAUNCH_S) * 1e6
+    # every provider through the same launch model (block_circulant.call_seconds): dense is one launch
+    dense = lambda m, d: bc.call_seconds(max(2 * m * d * d / tc, (2 * m * d * 2 + 2 * d * d) / bw), 1) * 1e6
     rows = [
         (
             "circulant fft d=8192 M=1024 fp16",
@@ -214,11 +214,11 @@ def static_estimates() -> list[tuple[str, float, float]]:
     # Fastfood: 2 FWHT passes + 4 elementwise passes (B, Π gather, G, S) over (M, d) fp16, read + write
     m, d = 1024, 8192
     rows.append(
-        ("fastfood d=8192 M=1024 fp16 (unfused)", 6 * 2 * m * d * 2 / bw * 1e6 + 6 * bc.LAUNCH_S * 1e6, dense(m, d))
+        ("fastfood d=8192 M=1024 fp16 (unfused)", bc.call_seconds(6 * 2 * m * d * 2 / bw, 6) * 1e6, dense(m, d))
     )
     r = 4096 // 4
     low_bytes = 2 * 1024 * (4096 + r) * 2 + 2 * 2 * 4096 * r
-    low = (max(2 * 2 * 1024 * 4096 * r / tc, low_bytes / bw) + 2 * bc.LAUNCH_S) * 1e6  # two GEMMs, two launches
+    low = bc.call_seconds(max(2 * 2 * 1024 * 4096 * r / tc, low_bytes / bw), 2) * 1e6  # two GEMMs, two launches
     rows.append(("low-rank r=d/4 d=4096 M=1024 fp16", low, dense(1024, 4096)))
     return rows
 

@@ -511,24 +511,35 @@ def _launch_direct_gemv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[to
 H100_BYTES_PER_S = 3.0e12
 H100_FLOPS = {torch.float16: 7.0e14, torch.bfloat16: 7.0e14, torch.float32: 3.5e14}  # fp32 via tf32 tensor cores
 H100_FP32_FLOPS = 6.0e13  # CUDA-core fp32 (the FFT kernel's IEEE dots for fp32 activations)
-LAUNCH_S = 4e-6  # one kernel launch, as seen in a stream of them
+LAUNCH_S = 4e-6  # the host's cost to issue one kernel (Python op dispatch and the launch itself)
+LAUNCH_GAP_S = 1.5e-6  # the GPU's idle time between back-to-back kernels of a stream
+
+
+def call_seconds(work_s: float, launches: int) -> float:
+    """One call of ``launches`` kernels doing ``work_s`` of roofline work: the host issues the
+    kernels while the GPU runs them, so the call takes the GPU's time (work + a gap per kernel) or
+    the host's issue time, whichever is longer (launch-bound calls: the host's)."""
+    return max(work_s + launches * LAUNCH_GAP_S, launches * LAUNCH_S)
+
+
 H100_ISSUE_RATE = 132 * 4 * 1.755e9  # warp instructions per second (SMs x schedulers x clock)
 FUSED_FFT_INSTR = 7.5  # circulant_fft's thread instructions per complex element and stage (sm_90a SASS)
 
 
 def estimate_seconds(path: str, m: int, p: int, q: int, b: int, dtype: torch.dtype) -> float:
-    """Static time estimate of one forward on an H100 (roofline: max(bytes / BW, FLOPs / rate))."""
+    """Static time estimate of one forward on an H100: the roofline work (max(bytes / BW, FLOPs / rate))
+    of its kernels, through :func:`call_seconds`."""
     n, k, elt = p * b, q * b, torch.empty((), dtype=dtype).element_size()
     f = b // 2 + 1
     if path == "direct":
         moved = m * k * elt + m * n * elt + p * q * b * elt
-        return max(moved / H100_BYTES_PER_S, 2 * m * n * k / H100_FLOPS[dtype]) + LAUNCH_S
+        return call_seconds(max(moved / H100_BYTES_PER_S, 2 * m * n * k / H100_FLOPS[dtype]), 1)
     if p == 1 and q == 1 and circulant_fft.fused_size(b):
         # the fused kernel: x read, y written once; issue-bound by its butterflies (the static SASS report,
         # d = 8192: 7.5 thread instructions per complex element and stage, two rows per transform)
         moved = m * k * elt + m * n * elt + 8 * f
         issue = FUSED_FFT_INSTR * b * 2 * math.log2(b) * math.ceil(m / 2) / 32 / H100_ISSUE_RATE
-        return max(moved / H100_BYTES_PER_S, issue) + LAUNCH_S
+        return call_seconds(max(moved / H100_BYTES_PER_S, issue), 1)
     rate = H100_FP32_FLOPS if dtype == torch.float32 else H100_FLOPS[torch.float32]
     mac = 8 * m * p * q * f / rate
     if b <= DFT_GEMM_MAX_BLOCK and p * q > 1:
@@ -537,11 +548,11 @@ def estimate_seconds(path: str, m: int, p: int, q: int, b: int, dtype: torch.dty
         spectral_in, spectral_out = 2 * f * m * q * elt, 2 * f * m * p * elt
         moved = m * k * elt + spectral_in * (1 + math.ceil(p / 64)) + 2 * spectral_out + m * n * elt
         dft = 2 * (2 * m * k * 2 * f) / H100_FLOPS[dtype]
-        return max(moved / H100_BYTES_PER_S, mac + dft) + 4 * LAUNCH_S
+        return call_seconds(max(moved / H100_BYTES_PER_S, mac + dft), 4)
     spectral_in, spectral_out = 8 * m * q * f, 8 * m * p * f
     # fp32 cast, rfft (read x, write X), MAC (read X per P tile, write Y), irfft (read Y, write y), transpose + cast
     moved = m * k * (elt + 4) + spectral_in * (1 + math.ceil(p / 64)) + 2 * spectral_out + 4 * m * n * 3 + m * n * elt
-    return max(moved / H100_BYTES_PER_S, mac) + 5 * LAUNCH_S
+    return call_seconds(max(moved / H100_BYTES_PER_S, mac), 5)
 
 
 @functools.lru_cache(maxsize=4096)
