@@ -2,6 +2,7 @@
 code packing, k-means, the layer (state_dict, compressed file, torch.compile, .to), codebook
 fine-tuning and the errors."""
 
+import importlib
 import itertools
 
 import pytest
@@ -18,7 +19,7 @@ from slimtorch.core.testing import (
     rel_bound,
 )
 from slimtorch.core.tuning import all_configs, use_config
-from slimtorch.quant import api, formats, layers, pq_mm
+from slimtorch.quant import api, formats, layers
 from slimtorch.quant.pq_mm import pq_code_bits, pq_decode, pq_unpack_codes
 from slimtorch.quant.pq_mm import pq_mm as pq_mm_op
 from slimtorch.quant.product import (
@@ -31,6 +32,9 @@ from slimtorch.quant.product import (
 )
 
 from .helpers import activations, assert_matches_reference
+
+# the module (the package exports the op under the same name)
+pq_mm = importlib.import_module("slimtorch.quant.pq_mm")
 
 
 def _random_format(n, k, d, c, r, seed, dtype=torch.float32):
