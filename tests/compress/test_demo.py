@@ -26,6 +26,7 @@ def test_every_family_has_a_row(rows):
     assert methods[0] == "fp32 baseline"
     families = ("magnitude prune", "filter prune", "int8", "int4", "ternary", "codebook", "low-rank")
     families += ("block-circulant", "KD (T=4)", "labels only", "Deep Compression", "KD student + prune + int8")
+    families += ("pow2-5bit", "pq-d4-c16", "BNN (binary", "INQ power-of-two", "mixed precision (plan_bits")
     for wanted in families:
         assert any(wanted in m for m in methods), wanted
     assert all(r.status in ("ok", "pending", "n/a") for r in rows), [

@@ -9,8 +9,11 @@ FLOPs of one image (2 · nonzero MACs of every linear/conv; other layers through
 baseline timed in the same run: ``core.bench.time_fn``). Methods:
 
 - magnitude pruning with retraining (``prune.prune_unstructured_``), filter pruning (``prune.Pruner``),
-- every registered conversion of families quant (int8, int4, ternary, codebook) and structured
-  (low rank) from core's registry, post-training,
+- every registered conversion of families quant (int8, int4, ternary, codebook, power-of-two,
+  product quantization) and structured (low rank) from core's registry, post-training,
+- the quant formats that train: a BNN (binary weights and activations, the model with BatchNorm
+  for its ReLUs, trained from scratch), INQ power-of-two 5-bit (its 50/75/87.5/100 % schedule)
+  and a mixed-precision plan (``plan_bits`` under a 6x size budget, post-training),
 - block-circulant layers (Cheng et al. 2015, CirCNN) with the block size that fits the model's
   layers best (b = 4 for the LeNets: 300, 100 and 500 are not multiples of 8), fine-tuned,
 - a half-width student trained with knowledge distillation (and the same student on labels alone),
@@ -37,7 +40,8 @@ from slimtorch.compress import tasks
 from slimtorch.core import bench, container
 
 DEMO_MODELS = ("lenet300_100", "lenet5")
-QUANT_ROWS = ("int8", "int4-g32", "ternary", "codebook-4bit")
+QUANT_ROWS = ("int8", "int4-g32", "ternary", "codebook-4bit", "pow2-5bit", "pq-d4-c16")
+PLAN_RATIO = 6.0  # the mixed-precision row's size budget (x smaller than the fp32 weights)
 STRUCTURED_ROWS = ("low-rank",)
 BLOCK_SIZES = (16, 8, 4, 2)  # the block-circulant row takes the one that fits most weights
 
@@ -285,6 +289,93 @@ def _block_circulant_row(measure: Measure, base: nn.Module, s: DemoSettings, pro
     return measure.row(f"block-circulant b={b}", model, note=note)
 
 
+def bnn_variant(model: nn.Module) -> nn.Sequential | None:
+    """The model with a BatchNorm of the preceding layer's width in place of each ReLU (a BNN's
+    sign needs centred inputs: after a ReLU every sign is +1); None for other architectures."""
+    if not isinstance(model, nn.Sequential):
+        return None
+    layers: list[nn.Module] = []
+    width: tuple[int, int] | None = None  # (features, 1 for Linear / 2 for Conv2d) of the last weighted layer
+    for module in model:
+        if isinstance(module, nn.Linear):
+            width = (module.out_features, 1)
+        elif isinstance(module, nn.Conv2d):
+            width = (module.out_channels, 2)
+        if isinstance(module, nn.ReLU):
+            if width is None:
+                return None
+            layers.append(nn.BatchNorm1d(width[0]) if width[1] == 1 else nn.BatchNorm2d(width[0]))
+        else:
+            layers.append(module)
+    return nn.Sequential(*layers)
+
+
+def _trained_quant_rows(
+    measure: Measure, base: nn.Module, fresh: Callable[[], nn.Module], s: DemoSettings, progress: bool
+) -> list[DemoRow]:
+    """slimtorch-quant's formats that train: a BNN (Hubara et al. 2016: binary weights and
+    activations; the model with BatchNorm for its ReLUs, trained from ``fresh()`` for ``epochs``,
+    first and last layer real, packed to the XNOR kernels), INQ power-of-two 5-bit (the
+    50/75/87.5/100 % schedule, ``retrain_epochs`` per stage), and a mixed-precision plan
+    (``plan_bits`` at PLAN_RATIO x smaller, by KL to the float model on training images; post-training)."""
+    try:
+        from slimtorch.quant import (
+            INQ,
+            BinarizeConfig,
+            SizeBudget,
+            binarize_,
+            clip_latent_weights_,
+            freeze_,
+            kl_to_float,
+            plan_bits,
+        )
+        from slimtorch.quant import quantize_ as quantize
+    except ImportError:
+        return [pending(measure.model_name, m, "slimtorch-quant not installed") for m in ("BNN", "INQ", "plan_bits")]
+    task, rows = measure.task, []
+
+    def attempt(method: str, make: Callable[[], tuple[nn.Module, str]]) -> None:
+        try:
+            model, note = make()
+            rows.append(measure.row(method, model, note=note))
+        except Exception as err:  # a method that fails is reported, not fatal
+            rows.append(DemoRow(measure.model_name, method, *[None] * 6, status="error", note=str(err)[:120]))
+
+    def bnn():
+        torch.manual_seed(s.seed)
+        model = bnn_variant(fresh())
+        if model is None:
+            raise ValueError("the BNN row needs an nn.Sequential model whose ReLUs follow a Linear or Conv2d")
+        model = binarize_(model.to(measure.device), BinarizeConfig(scale_activations=False)).model
+        tasks.train(
+            model, task, s.epochs, lr=1e-3, seed=s.seed, progress=progress, desc="BNN", after_step=clip_latent_weights_
+        )
+        report = freeze_(model)
+        return report.model, f"{len(report.converted)} layers packed (first/last real), BN for ReLU, {s.epochs} epochs"
+
+    def inq():
+        model = copy.deepcopy(base)
+
+        def retrain(m, schedule):
+            tasks.train(
+                m, task, s.retrain_epochs, lr=3e-4, seed=s.seed, progress=progress, after_step=schedule.after_step
+            )
+
+        report = INQ(model, bits=5).run(retrain)
+        return report.model, f"{len(report.converted)} layers, 50/75/87.5/100 % schedule, retrained"
+
+    def mixed():
+        model = copy.deepcopy(base).eval()
+        plan = plan_bits(model, kl_to_float(model, task.x_train[:256]), SizeBudget(ratio=PLAN_RATIO), progress=False)
+        choice = ", ".join(f"{k}: {v}" for k, v in plan.choices.items())
+        return quantize(model, plan.configs).model, f"{PLAN_RATIO:g}x budget: {choice}"[:120]
+
+    attempt("BNN (binary weights + activations)", bnn)
+    attempt("INQ power-of-two 5-bit", inq)
+    attempt(f"mixed precision (plan_bits, {PLAN_RATIO:g}x)", mixed)
+    return rows
+
+
 def _kd(student: nn.Module, teacher: nn.Module, task, s: DemoSettings, progress: bool) -> nn.Module:
     from slimtorch.compress.distill import DistillConfig, Distiller
 
@@ -354,6 +445,8 @@ def run_demo(
                 rows.append(DemoRow(name, "filter prune 50% (L1)", *[None] * 6, status="error", note=str(err)[:120]))
 
         rows += _registry_rows(m, base)
+        fresh = lambda name=name: build_model(name, task.num_classes, in_channels, image_size)
+        rows += _trained_quant_rows(m, base, fresh, s, progress)
         rows.append(_block_circulant_row(m, base, s, progress))
 
         # knowledge distillation: a half-width student, with KD and on labels alone
