@@ -353,10 +353,16 @@ def dequantize_lowbit(
 # ----------------------------------------------------------------------------- codebook
 
 
-def storage_bits(bits: int) -> int:
-    """Bits each codebook index occupies in the packed words: the next power of two (2, 4 or 8)."""
-    check_choice(bits, "bits", CODEBOOK_BITS)
+def packed_width(bits: int) -> int:
+    """Bits a ``bits``-bit code occupies in the packed int32 words: the next power of two (1, 2, 4,
+    8, ...), so that no code straddles a word (every packed format of this package)."""
     return 1 << (bits - 1).bit_length()
+
+
+def storage_bits(bits: int) -> int:
+    """Bits each codebook index occupies in the packed words: 2, 4 or 8."""
+    check_choice(bits, "bits", CODEBOOK_BITS)
+    return packed_width(bits)
 
 
 def _midpoints(centroids: torch.Tensor) -> torch.Tensor:

@@ -61,7 +61,7 @@ def levels(bits: int) -> int:
 def storage_bits(bits: int) -> int:
     """Bits each code occupies in the packed words: 4 for b = 3 and 4, 8 for b = 5."""
     check_choice(bits, "bits", POW2_BITS)
-    return 4 if bits <= 4 else 8
+    return formats.packed_width(bits)
 
 
 def _binade(a: torch.Tensor) -> torch.Tensor:

@@ -55,11 +55,10 @@ from slimtorch.core.packing import words_for
 from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.core.tuning import autotune_configs
 from slimtorch.quant.dequant_mm import SCALE_DTYPES, _unpack_tile, check_bias
-from slimtorch.quant.formats import unpack_codes
+from slimtorch.quant.formats import packed_width, unpack_codes
 
 MAX_CENTROIDS = 256  # codes fit one byte
 MAX_SUB_DIM = 32  # the table kernel unrolls its loop over d
-CODE_BITS = (1, 2, 4, 8)  # stored bits per code (no code straddles an int32 word)
 SMALL_M_MAX = 16  # M at or below: the small-M configs (one to four rows per program)
 TABLE_ELEMENTS = 4096  # BLOCK_M · BLOCK_S · 2^bits of one table program (32 fp32 registers per thread at 4 warps)
 TABLE_S_ALIGN = 32  # the table's subspaces are padded to a multiple of this (of every config's BLOCK_S)
@@ -185,7 +184,7 @@ def pq_code_bits(centroids: int) -> int:
     check_positive_int(centroids, "centroids")
     if centroids > MAX_CENTROIDS:
         raise ValueError(f"centroids: expected at most {MAX_CENTROIDS} (codes fit one byte), got {centroids}")
-    return next(b for b in CODE_BITS if 2**b >= centroids)
+    return packed_width(max(1, (centroids - 1).bit_length()))
 
 
 def _check_pq_mm(

@@ -80,6 +80,7 @@ from slimtorch.core.gemm import (
 )
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference, nonfinite_rows_to_nan
+from slimtorch.core.sass import ISSUE_RATE  # warp instructions per second: the static report's H100/H200
 from slimtorch.core.triton_compat import dot_acc, upcast_dot_operands
 from slimtorch.core.tuning import autotune_configs
 from slimtorch.structured import circulant_fft
@@ -522,7 +523,6 @@ def call_seconds(work_s: float, launches: int) -> float:
     return max(work_s + launches * LAUNCH_GAP_S, launches * LAUNCH_S)
 
 
-H100_ISSUE_RATE = 132 * 4 * 1.755e9  # warp instructions per second (SMs x schedulers x clock)
 FUSED_FFT_INSTR = 7.5  # circulant_fft's thread instructions per complex element and stage (sm_90a SASS)
 
 
@@ -538,7 +538,7 @@ def estimate_seconds(path: str, m: int, p: int, q: int, b: int, dtype: torch.dty
         # the fused kernel: x read, y written once; issue-bound by its butterflies (the static SASS report,
         # d = 8192: 7.5 thread instructions per complex element and stage, two rows per transform)
         moved = m * k * elt + m * n * elt + 8 * f
-        issue = FUSED_FFT_INSTR * b * 2 * math.log2(b) * math.ceil(m / 2) / 32 / H100_ISSUE_RATE
+        issue = FUSED_FFT_INSTR * b * 2 * math.log2(b) * math.ceil(m / 2) / 32 / ISSUE_RATE
         return call_seconds(max(moved / H100_BYTES_PER_S, issue), 1)
     rate = H100_FP32_FLOPS if dtype == torch.float32 else H100_FLOPS[torch.float32]
     mac = 8 * m * p * q * f / rate

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -128,7 +129,7 @@ def main(argv=None) -> None:
     print(table)
     env = bench.Environment.collect("cpu")
     payload = {
-        "environment": env.__dict__,
+        "environment": dataclasses.asdict(env),
         "settings": {"epochs": EPOCHS, "fine_tune_epochs": FINE_TUNE_EPOCHS, "block_size": BLOCK_SIZE},
         "rows": rows,
         "seconds": seconds,
