@@ -26,6 +26,12 @@ Backward (epilogue derivative in torch, z recomputed):
                                    stride); nothing to do without offsets and stride
     ∂w[o, j] = Σ_p ∂z[p, o] · a[p, g·Kg + j]    split-K over the pixels (slimtorch.core.gemm: planned by
                                    plan_split_k, fp32 partials reduced in order in the same launch)
+
+Dispatch by measurement (:mod:`slimtorch.core.measured`): on CUDA tensors :func:`pointwise_conv2d`
+runs, per shape bucket (pixels bucketed, channels, groups, shuffles, stride, offsets, epilogue,
+dtype, layout), this kernel or torch's path (cuDNN ``F.conv2d`` in x's dtype between torch's
+shift / shuffles, the same epilogue in torch), whichever measured faster on the bucket's first
+call; ``pointwise_conv2d.launcher`` stays this kernel (benchmarks, the static report).
 """
 
 from typing import Optional
@@ -45,6 +51,7 @@ from slimtorch.convops._layout import (
 )
 from slimtorch.convops.depthwise import depthwise_conv2d_grad_input, depthwise_conv2d_reference
 from slimtorch.convops.shuffle import channel_shuffle, channel_shuffle_reference
+from slimtorch.core import measured
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import (
     check_choice,
@@ -274,8 +281,7 @@ def _check_grad_weight(
 # ----------------------------------------------------------------------------- launchers
 
 
-@kernel_op("slimtorch::pointwise_conv2d", reference="pointwise_conv2d_reference", check=_check_pointwise_conv2d)
-def pointwise_conv2d(
+def launch_pointwise_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
     scale: Optional[torch.Tensor],
@@ -287,13 +293,7 @@ def pointwise_conv2d(
     stride: int,
     activation: str,
 ) -> torch.Tensor:
-    """y = channel_shuffle(act(conv1x1(channel_shuffle(shift(x), in_shuffle), weight, groups) · scale
-    + shift), out_shuffle) (module docstring); shuffles of 1 and offsets None are identities.
-
-    x (N, C_in, H, W) any memory format; weight (C_out, C_in/groups, 1, 1); scale/shift (C_out,)
-    or None; offsets int32 (C_in, 2) or None. Returns (N, C_out, ⌈H/s⌉, ⌈W/s⌉) in x's memory
-    format. Trains (autograd for x, weight, scale, shift).
-    """
+    """Our kernel (``pointwise_conv2d.launcher``)."""
     if x.dtype == torch.float64:  # no fp64 kernel
         return pointwise_conv2d_reference(
             x, weight, scale, shift, offsets, groups, in_shuffle, out_shuffle, stride, activation
@@ -319,6 +319,47 @@ def pointwise_conv2d(
         UPCAST=upcast_dot_operands(x.dtype),
     )  # fmt: skip
     return y
+
+
+def pointwise_measure_key(x: torch.Tensor, weight: torch.Tensor, scale, shift, offsets, *config) -> tuple:
+    """core.measured's bucket: (m_bucket(pixels), C_in, C_out, groups, in_shuffle, out_shuffle, stride,
+    activation, has scale / shift / offsets, dtype, layout_key(x)); ``config`` = (groups, ..., activation)."""
+    oh, ow = _output_hw(x, config[3])
+    flags = tuple(int(t is not None) for t in (scale, shift, offsets))
+    dtype = str(x.dtype).removeprefix("torch.")
+    return (m_bucket(x.shape[0] * oh * ow), x.shape[1], weight.shape[0], *config, *flags, dtype, layout_key(x))
+
+
+@kernel_op("slimtorch::pointwise_conv2d", reference="pointwise_conv2d_reference", check=_check_pointwise_conv2d)
+def pointwise_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    groups: int,
+    in_shuffle: int,
+    out_shuffle: int,
+    stride: int,
+    activation: str,
+) -> torch.Tensor:
+    """y = channel_shuffle(act(conv1x1(channel_shuffle(shift(x), in_shuffle), weight, groups) · scale
+    + shift), out_shuffle) (module docstring); shuffles of 1 and offsets None are identities.
+
+    x (N, C_in, H, W) any memory format; weight (C_out, C_in/groups, 1, 1); scale/shift (C_out,)
+    or None; offsets int32 (C_in, 2) or None. Returns (N, C_out, ⌈H/s⌉, ⌈W/s⌉) in x's memory
+    format. Trains (autograd for x, weight, scale, shift). On CUDA, our kernel or cuDNN + the
+    epilogue in torch, whichever measured faster for this shape bucket (module docstring).
+    """
+    args = (x, weight, scale, shift, offsets, groups, in_shuffle, out_shuffle, stride, activation)
+    candidates = {
+        "triton": lambda: launch_pointwise_conv2d(*args),
+        "torch cuDNN": lambda: pointwise_conv2d_torch(*args),
+    }
+    return measured.run("slimtorch::pointwise_conv2d", pointwise_measure_key(*args), candidates, x)
+
+
+pointwise_conv2d.launcher = launch_pointwise_conv2d  # benchmarks and the static report time our kernel itself
 
 
 @kernel_op(
@@ -418,6 +459,24 @@ def _operand_reference(x: torch.Tensor, offsets: Optional[torch.Tensor], in_shuf
     return a if in_shuffle == 1 else channel_shuffle_reference(a, in_shuffle)
 
 
+def pointwise_conv2d_torch(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    groups: int,
+    in_shuffle: int,
+    out_shuffle: int,
+    stride: int,
+    activation: str,
+) -> torch.Tensor:
+    """torch's path (the dispatch candidate): the reference's math in x's own dtype, i.e. cuDNN in
+    fp16/bf16 (fp32 accumulation) instead of an fp32 copy."""
+    args = (x, weight, scale, shift, offsets, groups, in_shuffle, out_shuffle, stride, activation)
+    return _pointwise_conv2d_in(x.dtype, *args)
+
+
 def pointwise_conv2d_reference(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -431,7 +490,24 @@ def pointwise_conv2d_reference(
     activation: str,
 ) -> torch.Tensor:
     """torch.nn.functional.conv2d(1x1, groups) between the reference shift/shuffles + epilogue."""
-    dt = compute_dtype(x.dtype)
+    args = (x, weight, scale, shift, offsets, groups, in_shuffle, out_shuffle, stride, activation)
+    return _pointwise_conv2d_in(compute_dtype(x.dtype), *args)
+
+
+def _pointwise_conv2d_in(
+    dt: torch.dtype,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    groups: int,
+    in_shuffle: int,
+    out_shuffle: int,
+    stride: int,
+    activation: str,
+) -> torch.Tensor:
+    """The reference's math computed in ``dt`` (fp32 for the reference; x's dtype for torch's path)."""
     a = _operand_reference(cast(x, dt), offsets, in_shuffle, stride)
     if scale is None:  # a plain bias: conv2d adds it (one pass less on the CPU path)
         bias = None if shift is None else cast(shift, dt)

@@ -19,6 +19,22 @@ GemmConv2d around one of them).
   "Learning N:M Fine-grained Structured Sparse Neural Networks From Scratch", ICLR 2021).
   ``to_sparse()`` gives the fast :class:`SparseLinear24`.
 
+Dispatch by measurement (:mod:`slimtorch.core.measured`): an eager inference call (no gradient to
+record, not being compiled) of an ``"auto"`` layer on a CUDA tensor runs, per shape bucket
+(M bucketed, N, K, dtype, activation; for BSR also the block size and the stored-block count),
+whichever candidate measured fastest on its first call, and caches the choice:
+
+- SparseLinear24: choose_kernel_24's pick first (what ``SLIMTORCH_DISPATCH=kernel`` and calls under
+  ``torch.compile`` or with gradients run), then torch's semi-structured path, cuBLAS ``F.linear``
+  on the dense weight, and the Triton kernels;
+- BlockSparseLinear: the Triton BSR kernel, ``F.linear`` on torch's ``sparse_bsr_tensor`` and
+  cuBLAS ``F.linear`` on the dense weight.
+
+The dense copy cuBLAS needs (N·K elements, more than the compressed weight) is built when first
+measured and kept only while some bucket of the layer chooses it, so a layer whose buckets all pick
+a sparse path holds no dense weight once measured. Every torch candidate applies core's NaN/Inf row
+policy, as the kernels do.
+
 Every layer's state_dict holds only its compressed form and round-trips exactly; shapes that
 depend on the data (the permutation, the number of stored blocks) follow the loaded state_dict.
 """
@@ -26,11 +42,14 @@ depend on the data (the permutation, the number of stored blocks) follow the loa
 from __future__ import annotations
 
 import itertools
+import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimtorch.core import measured
 from slimtorch.core.activations import ACTIVATIONS, activation_reference
 from slimtorch.core.checks import (
     FLOAT_DTYPES,
@@ -42,6 +61,7 @@ from slimtorch.core.checks import (
 )
 from slimtorch.core.dispatch import check_backend, choose_backend, preferred_backend
 from slimtorch.core.modules import GemmConv2d, dense_linear
+from slimtorch.core.reference import nonfinite_rows_to_nan
 from slimtorch.sparse.bsr import bsr_mm
 from slimtorch.sparse.formats import (
     check_block_size,
@@ -63,7 +83,7 @@ from slimtorch.sparse.formats import (
     top2_mask,
 )
 from slimtorch.sparse.mma_sp import MMA_SP_DTYPES, sparse24_mm_sp
-from slimtorch.sparse.sparse24 import sparse24_mm
+from slimtorch.sparse.sparse24 import check_sparse24_operands, sparse24_mm
 
 # The 2:4 layer's kernels, default first: Triton, the CUDA-C mma.sp kernel (opt-in: not yet
 # verified on a GPU), torch's to_sparse_semi_structured (cuSPARSELt / CUTLASS).
@@ -73,6 +93,13 @@ KERNELS_24: tuple[str, ...] = ("triton", "cuda", "torch")
 # Triton tile kernel's zero-filled dense MMAs unless neither takes the input (fp32, odd shapes).
 SMALL_M_MAX = 16
 SPARSE_TC_DTYPES = (torch.float16, torch.bfloat16)
+
+# Dispatch by measurement (module doc): the ops' names in core.measured's cache and their candidates.
+OP_24, OP_BSR = "slimtorch::sparse24_linear", "slimtorch::bsr_linear"
+TORCH_SEMI_STRUCTURED = "torch semi-structured"  # to_sparse_semi_structured: cuSPARSELt, else CUTLASS
+TORCH_BSR = "torch BSR"  # F.linear on torch.sparse_bsr_tensor (torch's own BSR matmul)
+TORCH_DENSE = "torch F.linear"  # cuBLAS on the dense weight (a copy kept only while chosen)
+CANDIDATES_24 = {"triton": "triton", "cuda": "cuda mma.sp", "torch": TORCH_SEMI_STRUCTURED, "dense": TORCH_DENSE}
 
 
 def choose_kernel_24(
@@ -184,9 +211,65 @@ class _CompressedLinear(nn.Module):
             self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype))
         else:
             self.register_parameter("bias", None)
+        self._dense_weights: dict = {}  # (device, dtype) -> dense W for the TORCH_DENSE candidate (never saved)
+        self._dense_buckets: set = set()  # the (device, bucket) pairs that chose TORCH_DENSE
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def _decoded_weight(self) -> torch.Tensor:
+        """The dense W (N, K) of the stored weight (detached)."""
+        raise NotImplementedError
+
+    def _measure_key(self, x: torch.Tensor) -> tuple:
+        """core.measured's shape bucket: (m_bucket(M), N, K, dtype, activation)."""
+        return (*measured.gemm_key(x, self.out_features, self.in_features), self.activation)
+
+    def _measures(self, x: torch.Tensor, backend: str = "auto") -> bool:
+        """Dispatch by measurement applies (module doc): ``"auto"`` here and in SLIMTORCH_BACKEND, an
+        eager call (under torch.compile the default route is traced) recording no gradient (the torch
+        candidates use detached derived weights), on a tensor the measurer times (real CUDA)."""
+        if torch.compiler.is_compiling() or backend != "auto" or preferred_backend() != "auto":
+            return False
+        if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, self.values, self.bias)):
+            return False
+        return measured.measurer().measurable(x)
+
+    def _run_measured(self, op: str, x: torch.Tensor, candidates: dict[str, Callable[[], torch.Tensor]]):
+        """core.measured.run, then keep the dense copy only while some bucket of this layer chooses it."""
+        key = self._measure_key(x)
+        out = measured.run(op, key, candidates, x)
+        choice = measured.chosen(op, key, x)
+        if choice is not None:
+            bucket = (str(x.device), key)
+            if choice == TORCH_DENSE:
+                self._dense_buckets.add(bucket)
+            else:
+                self._dense_buckets.discard(bucket)
+            if not self._dense_buckets:
+                self._dense_weights = {}
+        return out
+
+    def _torch_output(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """A torch candidate's y = x·Wᵀ + bias → act(y) with the NaN/Inf row policy of the kernels."""
+        y = y if self.activation == "none" else activation_reference(y, self.activation)
+        return nonfinite_rows_to_nan(x, y)
+
+    def _dense_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """The TORCH_DENSE candidate: cuBLAS F.linear on the dense W (built once per device and dtype)."""
+        key = (x.device, x.dtype)
+        weight = self._dense_weights.get(key)
+        if weight is None:
+            weight = self._dense_weights[key] = self._decoded_weight().to(x.device, x.dtype).contiguous()
+        bias = None if self.bias is None else self.bias.detach()
+        return self._torch_output(x, F.linear(x, weight, bias))
+
+    def _drop_dense(self) -> None:
+        self._dense_weights, self._dense_buckets = {}, set()
+
+    def _apply(self, fn, recurse=True):
+        self._drop_dense()  # .to / .cuda / .half: rebuilt from the stored weight on next use
+        return super()._apply(fn, recurse)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self._matmul(_linear_input(x, self.in_features))
@@ -289,17 +372,41 @@ class SparseLinear24(_CompressedLinear):
             weight = weight[:, invert_permutation(self.perm)]
         return dense_linear(weight, None if self.bias is None else self.bias.detach())
 
+    def _decoded_weight(self) -> torch.Tensor:
+        return decompress_24(self.values.detach(), self.meta)
+
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.perm is not None:
             x = x.index_select(1, self.perm)
         backend = choose_backend(self.backend, self._kernels(x), x, op="SparseLinear24")
+        if self._measures(x, self.backend):
+            return self._measured_matmul(x)
         if backend == "triton" and x.is_cuda and self.backend == "auto" and preferred_backend() == "auto":
             backend = self._auto_kernel(x)
+        return self._run_kernel(backend, x)
+
+    def _run_kernel(self, backend: str, x: torch.Tensor) -> torch.Tensor:
         if backend == "torch":
             return self._torch_semi_structured(x)
         if backend == "cuda":
             return sparse24_mm_sp(x, self.values, self._mma_meta(), self.bias, self.activation)
         return sparse24_mm(x, self.values, self.meta, self.bias, self.activation)
+
+    def _measured_candidates(self, x: torch.Tensor) -> dict[str, Callable[[], torch.Tensor]]:
+        """choose_kernel_24's pick first (``kernel`` mode runs it), then torch's semi-structured path,
+        cuBLAS on the dense weight and the Triton kernels (each once), named by CANDIDATES_24."""
+        rule = self._auto_kernel(x) if x.is_cuda else "triton"
+        paths = {
+            rule: lambda: self._run_kernel(rule, x),
+            "torch": lambda: nonfinite_rows_to_nan(x, self._torch_semi_structured(x)),
+            "dense": lambda: self._dense_linear(x),
+            "triton": lambda: self._run_kernel("triton", x),
+        }
+        return {CANDIDATES_24[name]: paths[name] for name in dict.fromkeys((rule, "torch", "dense", "triton"))}
+
+    def _measured_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        check_sparse24_operands(x, self.values, self.bias, self.activation)  # the op's errors, before any candidate
+        return self._run_measured(OP_24, x, self._measured_candidates(x))
 
     def _auto_kernel(self, x: torch.Tensor) -> str:
         """:func:`choose_kernel_24` for this CUDA input."""
@@ -346,6 +453,7 @@ class SparseLinear24(_CompressedLinear):
         """Drop the derived weights of the mma.sp / torch backends (call after editing values/meta)."""
         self.meta_mma = None
         self._torch_weights = {}
+        self._drop_dense()
 
     def _apply(self, fn, recurse=True):
         self._torch_weights = {}
@@ -532,8 +640,33 @@ class BlockSparseLinear(_CompressedLinear):
         )
         return dense_linear(weight, None if self.bias is None else self.bias.detach())
 
-    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+    def _decoded_weight(self) -> torch.Tensor:
+        return from_bsr(self.crow_indices, self.col_indices, self.values.detach(), self.out_features, self.in_features)
+
+    def _measure_key(self, x: torch.Tensor) -> tuple:
+        return (*super()._measure_key(x), self.block_size, self.values.shape[0])  # density decides too
+
+    def _kernel(self, x: torch.Tensor) -> torch.Tensor:
         return bsr_mm(x, self.crow_indices, self.col_indices, self.values, self.bias, self.activation)
+
+    def _torch_bsr(self, x: torch.Tensor) -> torch.Tensor:
+        """The TORCH_BSR candidate: F.linear on a torch.sparse_bsr_tensor over the stored blocks (no copy)."""
+        shape = (self.out_features, self.in_features)
+        bias = None if self.bias is None else self.bias.detach()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "BSR support is in beta" (the structure is checked)
+            weight = torch.sparse_bsr_tensor(
+                self.crow_indices, self.col_indices, self.values.detach(), shape, check_invariants=False
+            )
+            y = F.linear(x, weight, bias)
+        return self._torch_output(x, y)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._measures(x):
+            return self._kernel(x)
+        check_tensor(x, "x", dtype=self.values.dtype)  # the op's dtype error, before any candidate
+        candidates = {"triton": lambda: self._kernel(x), TORCH_BSR: lambda: self._torch_bsr(x)}
+        return self._run_measured(OP_BSR, x, {**candidates, TORCH_DENSE: lambda: self._dense_linear(x)})
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         bs, n = self.block_size, self.out_features
@@ -558,6 +691,7 @@ class BlockSparseLinear(_CompressedLinear):
                     f"{prefix}col_indices: the stored block structure differs from the layer description's 'blocks'"
                 )
         _adopt_incoming_shapes(self, state_dict, prefix, ("col_indices", "values"))
+        self._drop_dense()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         check_bsr_structure(
             self.crow_indices,

@@ -202,6 +202,17 @@ class Measurer:
             self._save(device)
         return outputs[choice.choice]  # the chosen candidate's trial call on these inputs
 
+    def chosen(self, op: str, key: tuple, like: torch.Tensor) -> str | None:
+        """The candidate :meth:`run` takes for (op, key) on ``like``'s device now: the cached choice of
+        the current mode, None when nothing is decided (not measured yet, ``kernel`` mode, a CPU or
+        fake tensor). Layers use it to keep a derived operand (a dense copy) only while it is chosen."""
+        mode = dispatch_mode()
+        if mode == "kernel" or not self.measurable(like):
+            return None
+        slot = (op, self.device_tag(like.device), _key_string(key), "measured" if mode == "measure" else mode)
+        found = self.choices.get(slot)
+        return None if found is None else found.choice
+
     def _decide(self, mode: str, candidates: Mapping[str, Callable[[], Any]]) -> tuple[Choice, dict[str, Any]]:
         """Call each candidate once (a raising one, or one whose output differs in shape/dtype from the
         first that ran, is out), then time those left (measure) or take torch's first (torch)."""
@@ -323,6 +334,11 @@ def use_measurer(m: Measurer) -> Iterator[Measurer]:
 def run(op: str, key: tuple, candidates: Mapping[str, Callable[[], Any]], like: torch.Tensor) -> Any:
     """:meth:`Measurer.run` of the process's measurer."""
     return _measurer[0].run(op, key, candidates, like)
+
+
+def chosen(op: str, key: tuple, like: torch.Tensor) -> str | None:
+    """:meth:`Measurer.chosen` of the process's measurer."""
+    return _measurer[0].chosen(op, key, like)
 
 
 def describe() -> list[str]:
