@@ -25,6 +25,13 @@ def _depthwise_fwd():
     return out, ref, 9
 
 
+def _depthwise_fwd_nhwc():  # channels_last, multiplier 1: 2-channel vectors (VEC = 2) through every tile shape
+    x = X.contiguous(memory_format=torch.channels_last)
+    out = depthwise.depthwise_conv2d(x, DW[::2], None, None, None, *GEOMETRY, "none")
+    ref = depthwise.depthwise_conv2d.get_reference()(*_double(x, DW[::2]), None, None, None, *GEOMETRY, "none")
+    return out, ref, 9
+
+
 def _depthwise_grads(which):
     out_shape = depthwise.depthwise_conv2d.get_reference()(X, DW, None, None, None, *GEOMETRY, "none").shape
     g = randn(tuple(out_shape), seed=4)
@@ -55,6 +62,7 @@ def _pointwise_grad_weight():
 
 KERNELS = {
     "depthwise fwd": (depthwise._depthwise_fwd_kernel, _depthwise_fwd),
+    "depthwise fwd nhwc": (depthwise._depthwise_fwd_kernel, _depthwise_fwd_nhwc),
     "depthwise grad input": (depthwise._depthwise_grad_input_kernel, lambda: _depthwise_grads("input")),
     "depthwise grad weight": (depthwise._depthwise_grad_weight_kernel, lambda: _depthwise_grads("weight")),
     "pointwise fwd": (pointwise._pointwise_fwd_kernel, _pointwise_fwd),
@@ -62,6 +70,7 @@ KERNELS = {
 }
 CASES = [(name, i) for name, (kernel, _) in KERNELS.items() for i in range(len(all_configs(kernel)))]
 SHUFFLE_CASES = range(len(all_configs(shuffle._channel_gather_kernel)))
+INTERLEAVE_CASES = range(len(all_configs(shuffle._interleave_kernel)))
 
 
 @pytest.mark.parametrize(("name", "index"), CASES, ids=[f"{n}-{i}" for n, i in CASES])
@@ -81,3 +90,15 @@ def test_every_channel_gather_config_is_exact(index):
         out = shuffle.shuffle_concat(X, X[:, :4] * 2, 2)
         assert kernel.best_config == all_configs(kernel)[index]
     assert_exact(out, shuffle.shuffle_concat.get_reference()(X, X[:, :4] * 2, 2))
+
+
+@pytest.mark.parametrize("index", INTERLEAVE_CASES)
+def test_every_interleave_config_is_exact(index):
+    kernel = shuffle._interleave_kernel
+    x = X.contiguous(memory_format=torch.channels_last)  # 6 channels: halves of 3 (VEC_IN 1, VEC_OUT 2)
+    with use_config(kernel, all_configs(kernel)[index]):
+        concat = shuffle.shuffle_concat(x, x * 2, 2)
+        alone = shuffle.channel_shuffle(x, 2)
+        assert kernel.best_config == all_configs(kernel)[index]
+    assert_exact(concat, shuffle.shuffle_concat.get_reference()(x, x * 2, 2))
+    assert_exact(alone, shuffle.channel_shuffle.get_reference()(x, 2))

@@ -79,14 +79,15 @@ def test_opcheck(device):
     torch.library.opcheck(shuffle_concat, (x, randn((1, 4, 3, 5), device=device, seed=2), 2))
 
 
-def test_autotune_key_buckets_the_image_size(monkeypatch):
+@pytest.mark.parametrize("kernel_name,groups", [("_channel_gather_kernel", 3), ("_interleave_kernel", 2)])
+def test_autotune_key_buckets_the_image_size(monkeypatch, kernel_name, groups):
     from slimtorch.convops import shuffle
     from slimtorch.core.tuning import autotune_key
 
     keys = []
-    kernel = shuffle._channel_gather_kernel
+    kernel = getattr(shuffle, kernel_name)  # groups = 2 interleaves the halves, other groups gather
     monkeypatch.setattr(kernel, "run", lambda *a, **kw: keys.append(autotune_key(kernel, a, kw)))
     for h in (5, 7, 11):  # H·W = 35 and 49 (bucket 64), 77 (bucket 128); NCHW: the channel stride is H·W
-        channel_shuffle(torch.ones(2, 6, h, 7), 2)
-    channel_shuffle(torch.ones(2, 6, 5, 7).contiguous(memory_format=torch.channels_last), 2)
-    assert keys[0] == keys[1] != keys[2] and keys[3] != keys[0]  # the layout is part of the key
+        channel_shuffle(torch.ones(2, 6, h, 7), groups)
+    channel_shuffle(torch.ones(2, 6, 5, 7).contiguous(memory_format=torch.channels_last), groups)
+    assert len(keys) == 4 and keys[0] == keys[1] != keys[2] and keys[3] != keys[0]  # the layout is in the key

@@ -100,3 +100,52 @@ def check_geometry(
             f"{tuple(dilation)} and padding {tuple(padding)} (output would be {oh}x{ow})"
         )
     return oh, ow
+
+
+# ----------------------------------------------------------------------------- vector widths and the (k, k, C) weights
+
+VECTOR_BYTES = 16  # the widest global load/store (LDG.E.128 / STG.E.128)
+KKC_CHANNEL_ALIGN = 16  # the (k, k, C) weight copy pads its channel rows to a multiple of this (64-byte fp32 rows)
+
+
+def channel_vector(tensors: Sequence[torch.Tensor], channels: int) -> int:
+    """Channels per vector access of NCHW-shaped ``tensors`` read/written along their channels: the
+    largest power of two ``v`` (at most 16 bytes of the first tensor's elements) that divides
+    ``channels`` and every stride except the (unit) channel stride of each tensor; 1 unless every
+    tensor has contiguous channels (channels_last).
+
+    A kernel that receives those strides divided by ``v`` and multiplies them back by the constexpr
+    ``v`` lets the compiler prove that every pixel's channel run starts ``v``-aligned (the runtime
+    only marks values divisible by 16), so C = 72 (v = 8, fp16) loads 16-byte vectors, 116 (v = 4)
+    8-byte ones and 58 (v = 2) 4-byte ones; the channel tail is masked in whole vectors
+    (``channels`` is ``v``-divisible). Pointer alignment stays Triton's own 16-byte test."""
+    if not tensors:
+        raise ValueError("tensors: expected at least one tensor")
+    if any(t.dim() != 4 or t.stride(1) != 1 for t in tensors):
+        return 1
+    v = max(VECTOR_BYTES // tensors[0].element_size(), 1)
+    while v > 1 and (channels % v or any(s % v for t in tensors for i, s in enumerate(t.stride()) if i != 1)):
+        v //= 2
+    return v
+
+
+def depthwise_weight_kkc(weight: torch.Tensor) -> torch.Tensor:
+    """A torch depthwise weight (C, 1, KH, KW) as the kernels' fp32 (KH, KW, C_pad) copy: one row of
+    channels per tap, channels contiguous, zero-padded to a multiple of ``KKC_CHANNEL_ALIGN`` (so every
+    tap row starts 64-byte aligned and loads as 16-byte vectors for any C), converted to fp32 once
+    (exact from fp16/bf16/fp32; the kernels accumulate in fp32). Not differentiable: the ops take the
+    (C, 1, KH, KW) parameter for autograd and this copy only to read it."""
+    if weight.dim() != 4 or weight.shape[1] != 1:
+        raise ValueError(f"weight: expected a depthwise weight (C, 1, kh, kw), got shape {tuple(weight.shape)}")
+    c, _, kh, kw = weight.shape
+    c_pad = -(-c // KKC_CHANNEL_ALIGN) * KKC_CHANNEL_ALIGN
+    kkc = torch.zeros((kh, kw, c_pad), dtype=torch.float32, device=weight.device)
+    kkc[:, :, :c] = weight.detach()[:, 0].permute(1, 2, 0)
+    return kkc
+
+
+def depthwise_weight_from_kkc(kkc: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """The inverse of :func:`depthwise_weight_kkc`: (KH, KW, C_pad) -> (channels, 1, KH, KW) in ``dtype``."""
+    if kkc.dim() != 3 or not 0 < channels <= kkc.shape[2]:
+        raise ValueError(f"kkc: expected (kh, kw, C_pad >= {channels}), got shape {tuple(kkc.shape)}")
+    return kkc[:, :, :channels].permute(2, 0, 1).unsqueeze(1).to(dtype).contiguous()

@@ -42,13 +42,17 @@ import triton.language as tl
 from slimtorch.convops._epilogue import epilogue_backward, epilogue_reference, is_identity
 from slimtorch.convops._layout import (
     FLOAT_DTYPES,
+    KKC_CHANNEL_ALIGN,
+    channel_vector,
     check_geometry,
+    depthwise_weight_kkc,
     empty_in_format,
     in_format,
     memory_format_of,
     operand_or,
 )
-from slimtorch.convops._tiles import image_grid, image_tile
+from slimtorch.convops._tiles import image_grid, image_tile, pixel_grid, pixel_tile
+from slimtorch.core import measured
 from slimtorch.core.activations import ACTIVATIONS
 from slimtorch.core.checks import check_choice, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
@@ -74,7 +78,23 @@ MAX_KERNEL_SIZE = 11
 _GRAD_WEIGHT_MIN_PIXELS = 2048
 _GRAD_WEIGHT_MAX_SPLIT = 512
 
-# Tiles: channel-wide tiles for channels_last (C contiguous), pixel-wide ones for NCHW.
+# Forward tiles: BLOCK_H × BLOCK_W output pixels × BLOCK_C channels. Channel-wide ones for channels_last
+# (C contiguous: a warp covers BLOCK_C / VEC vectors of a pixel), pixel-wide ones for NCHW (W contiguous).
+# The first is the interpreter's (core.tuning) and must be right for every shape.
+_FWD_CONFIGS = autotune_configs(
+    [
+        triton.Config({"BLOCK_H": 4, "BLOCK_W": 8, "BLOCK_C": 32}, num_warps=4),
+        triton.Config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 32}, num_warps=4),
+        triton.Config({"BLOCK_H": 4, "BLOCK_W": 8, "BLOCK_C": 64}, num_warps=4),
+        triton.Config({"BLOCK_H": 4, "BLOCK_W": 4, "BLOCK_C": 64}, num_warps=4),
+        triton.Config({"BLOCK_H": 2, "BLOCK_W": 4, "BLOCK_C": 128}, num_warps=4),
+        triton.Config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 16}, num_warps=2),
+        triton.Config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_C": 8}, num_warps=2),
+        triton.Config({"BLOCK_H": 8, "BLOCK_W": 16, "BLOCK_C": 16}, num_warps=4),
+        triton.Config({"BLOCK_H": 8, "BLOCK_W": 8, "BLOCK_C": 64}, num_warps=8),
+    ]
+)
+# Input-gradient tiles (1-D pixel runs, slimtorch.convops._tiles.image_tile).
 _SPATIAL_CONFIGS = autotune_configs(
     [
         triton.Config({"BLOCK_P": 32, "BLOCK_C": 32}, num_warps=4),
@@ -97,20 +117,23 @@ _GRAD_WEIGHT_CONFIGS = autotune_configs(
 )
 
 
-@triton.autotune(configs=_SPATIAL_CONFIGS, key=["N_BUCKET", "C_OUT", "OH_BUCKET", "OW_BUCKET", "LAYOUT"])
+@triton.autotune(configs=_FWD_CONFIGS, key=["N_BUCKET", "C_OUT", "OH_BUCKET", "OW_BUCKET", "LAYOUT", "VEC"])
 @triton.jit
 def _depthwise_fwd_kernel(
     x_ptr, w_ptr, scale_ptr, shift_ptr, off_ptr, y_ptr,
-    N, H, W, C_OUT, OH, OW, N_BUCKET, OH_BUCKET, OW_BUCKET, LAYOUT,
+    N, H, W, C_OUT, C_VECS, W_ROW, OH, OW, N_BUCKET, OH_BUCKET, OW_BUCKET, LAYOUT,
     sxn, sxc, sxh, sxw, syn, syc, syh, syw,
     PAD_T, PAD_L,
     KH: tl.constexpr, KW: tl.constexpr, SH: tl.constexpr, SW: tl.constexpr, DH: tl.constexpr, DW: tl.constexpr,
     MULT: tl.constexpr, HAS_WEIGHT: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_SHIFT: tl.constexpr,
-    HAS_OFFSETS: tl.constexpr, ACTIVATION: tl.constexpr,
-    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+    HAS_OFFSETS: tl.constexpr, ACTIVATION: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, BLOCK_C: tl.constexpr,
 ):  # fmt: skip
-    # program = (image n, output-pixel tile) × output-channel tile
-    n, oh, ow, p_ok, co, c_ok = image_tile(OH * OW, OW, C_OUT, BLOCK_P, BLOCK_C)
+    # program = (image n, BLOCK_H × BLOCK_W block of output pixels) × BLOCK_C output channels.
+    # Every stride but the channel strides arrives divided by VEC and C_OUT as C_VECS vectors: multiplied
+    # back by the constexpr VEC, the compiler knows each pixel's channel run (and the channel mask) is
+    # VEC-aligned and issues VEC-wide loads/stores (channels_last; VEC = 1 otherwise).
+    n, oh, ow, p_ok, co, c_ok = pixel_tile(OH, OW, C_VECS * VEC, BLOCK_H, BLOCK_W, BLOCK_C)
     ci = co // MULT
     ih0 = (oh * SH - PAD_T)[:, None]
     iw0 = (ow * SW - PAD_L)[:, None]
@@ -118,20 +141,22 @@ def _depthwise_fwd_kernel(
         ih0 = ih0 + tl.load(off_ptr + 2 * ci, mask=c_ok, other=0)[None, :]
         iw0 = iw0 + tl.load(off_ptr + 2 * ci + 1, mask=c_ok, other=0)[None, :]
     tile_ok = p_ok[:, None] & c_ok[None, :]
-    x_base = x_ptr + n * sxn + ci[None, :] * sxc
-    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    x_base = x_ptr + n * (sxn * VEC) + ci[None, :] * sxc
+    w_ok = co < W_ROW  # the (KH, KW, W_ROW) fp32 weight rows are zero-padded to a multiple of 16 channels
+    acc = tl.zeros((BLOCK_H * BLOCK_W, BLOCK_C), dtype=tl.float32)
     for kh in tl.static_range(KH):
         ih = ih0 + kh * DH
         row_ok = tile_ok & (ih >= 0) & (ih < H)
+        x_row = x_base + ih * (sxh * VEC)
         for kw in tl.static_range(KW):
             iw = iw0 + kw * DW
             ok = row_ok & (iw >= 0) & (iw < W)
-            v = tl.load(x_base + ih * sxh + iw * sxw, mask=ok, other=0.0).to(tl.float32)
-            if HAS_WEIGHT:
-                wv = tl.load(w_ptr + co * (KH * KW) + (kh * KW + kw), mask=c_ok, other=0.0).to(tl.float32)
+            v = tl.load(x_row + iw * (sxw * VEC), mask=ok, other=0.0).to(tl.float32)
+            if HAS_WEIGHT:  # one vector of the tap's channel row, shared by the tile's pixels
+                wv = tl.load(w_ptr + (kh * KW + kw) * W_ROW + co, mask=w_ok, other=0.0)
                 v = v * wv[None, :]
             acc += v
-    y_ptrs = y_ptr + n * syn + co[None, :] * syc + oh[:, None] * syh + ow[:, None] * syw
+    y_ptrs = y_ptr + n * (syn * VEC) + co[None, :] * syc + (oh * (syh * VEC))[:, None] + (ow * (syw * VEC))[:, None]
     store_tile(acc, y_ptrs, tile_ok, co, c_ok, scale_ptr, shift_ptr, HAS_SCALE, HAS_SHIFT, ACTIVATION)
 
 
@@ -259,6 +284,25 @@ def _check_kernel(
         raise ValueError(f"weight: kernel size must be between 1 and {MAX_KERNEL_SIZE}, got {kh}x{kw}")
 
 
+def _check_kkc(weight_kkc: Optional[torch.Tensor], weight: Optional[torch.Tensor]) -> None:
+    """weight_kkc: None, or the fp32 (KH, KW, C_pad) copy of ``weight`` (C_pad a multiple of 16, >= C)."""
+    if weight_kkc is None:
+        return
+    if weight is None:
+        raise ValueError("weight_kkc: expected None without a weight (the weightless shift stencil)")
+    c, _, kh, kw = weight.shape
+    check_tensor(weight_kkc, "weight_kkc", ndim=3, dtype=torch.float32)
+    c_pad = weight_kkc.shape[2]
+    if tuple(weight_kkc.shape[:2]) != (kh, kw) or c_pad < c or c_pad % KKC_CHANNEL_ALIGN:
+        raise ValueError(
+            f"weight_kkc: expected shape ({kh}, {kw}, C_pad) with C_pad >= {c} a multiple of {KKC_CHANNEL_ALIGN} "
+            f"(depthwise_weight_kkc(weight)), got {tuple(weight_kkc.shape)}"
+        )
+    if not weight_kkc.is_contiguous():
+        raise ValueError(f"weight_kkc: expected a contiguous tensor, got strides {weight_kkc.stride()}")
+    check_same_device(weight=weight, weight_kkc=weight_kkc)
+
+
 def _check_offsets(offsets: Optional[torch.Tensor], channels: int) -> None:
     if offsets is not None:
         check_tensor(offsets, "offsets", shape=(channels, 2), dtype=torch.int32)
@@ -286,9 +330,11 @@ def _check_depthwise_conv2d(
     padding: list[int],
     dilation: list[int],
     activation: str,
+    weight_kkc: Optional[torch.Tensor] = None,
 ) -> None:
     check_tensor(x, "x", ndim=4, dtype=FLOAT_DTYPES)
     _check_kernel(weight, x.shape[1], x.dtype)
+    _check_kkc(weight_kkc, weight)
     c_out = x.shape[1] if weight is None else weight.shape[0]
     _check_per_channel(c_out, scale=scale, shift=shift)
     _check_offsets(offsets, x.shape[1])
@@ -352,6 +398,68 @@ def _geometry(kh: int, kw: int, stride: list[int], dilation: list[int]) -> dict[
     return dict(KH=kh, KW=kw, SH=stride[0], SW=stride[1], DH=dilation[0], DW=dilation[1])
 
 
+def _cudnn_path(x, weight, scale, shift, stride, padding, dilation, activation) -> torch.Tensor:
+    """torch's best path to the same output, for dispatch by measurement: cuDNN's depthwise conv
+    (F.conv2d(groups=C), a plain bias folded in) + the rest of the epilogue in torch, in x's dtype
+    and memory format."""
+    pt, pb, pl, pr = padding
+    bias = shift.to(x.dtype) if scale is None and shift is not None else None
+    if (pt, pl) == (pb, pr):
+        z = F.conv2d(x, weight, bias, stride, (pt, pl), dilation, groups=x.shape[1])
+    else:
+        z = F.conv2d(F.pad(x, (pl, pr, pt, pb)), weight, bias, stride, 0, dilation, groups=x.shape[1])
+    y = epilogue_reference(z, scale, None if scale is None else shift, activation)
+    return in_format(y, memory_format_of(x))
+
+
+def depthwise_key(x: torch.Tensor, weight: torch.Tensor, stride, padding, dilation, activation, scale, shift) -> tuple:
+    """The shape bucket of a depthwise forward for dispatch by measurement: the batch bucketed
+    (core.gemm.m_bucket), everything else exact (channels, image, kernel, geometry, layout, dtype,
+    epilogue)."""
+    return (
+        m_bucket(x.shape[0]), *x.shape[1:], weight.shape[0], *weight.shape[2:], *stride, *padding, *dilation,
+        layout_key(x), str(x.dtype).removeprefix("torch."), activation, scale is not None, shift is not None,
+    )  # fmt: skip
+
+
+def launch_depthwise_conv2d(
+    x: torch.Tensor,
+    weight: Optional[torch.Tensor],
+    scale: Optional[torch.Tensor],
+    shift: Optional[torch.Tensor],
+    offsets: Optional[torch.Tensor],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    activation: str,
+    weight_kkc: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Our forward kernel (what ``depthwise_conv2d`` runs when its kernel is chosen; benchmarks and
+    the static report call it directly). ``weight_kkc``: the fp32 (KH, KW, C_pad) copy of ``weight``
+    (``_layout.depthwise_weight_kkc``; a layer caches it), derived here when None."""
+    n, c_in, h, w = x.shape
+    kh, kw = _kernel_hw(weight)
+    mult = 1 if weight is None else weight.shape[0] // c_in
+    c_out = c_in * mult
+    oh, ow = check_geometry(stride, padding, dilation, input_hw=(h, w), kernel_hw=(kh, kw))
+    y = empty_in_format((n, c_out, oh, ow), memory_format_of(x), dtype=x.dtype, device=x.device)
+    if weight is not None and weight_kkc is None:
+        weight_kkc = depthwise_weight_kkc(weight)
+    vec = channel_vector((x, y), c_out) if mult == 1 else 1
+    strides = [s // vec if i != 1 else s for t in (x, y) for i, s in enumerate(t.stride())]
+    _depthwise_fwd_kernel[pixel_grid(n, oh, ow, c_out)](
+        x, operand_or(weight_kkc, x), operand_or(scale, x), operand_or(shift, x), operand_or(offsets, x), y,
+        n, h, w, c_out, c_out // vec, KKC_CHANNEL_ALIGN if weight_kkc is None else weight_kkc.shape[2], oh, ow,
+        m_bucket(n), m_bucket(oh), m_bucket(ow), layout_key(x, y),
+        *strides,
+        padding[0], padding[2],
+        **_geometry(kh, kw, stride, dilation), MULT=mult,
+        HAS_WEIGHT=weight is not None, HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None,
+        HAS_OFFSETS=offsets is not None, ACTIVATION=activation, VEC=vec,
+    )  # fmt: skip
+    return y
+
+
 @kernel_op("slimtorch::depthwise_conv2d", reference="depthwise_conv2d_reference", check=_check_depthwise_conv2d)
 def depthwise_conv2d(
     x: torch.Tensor,
@@ -363,32 +471,31 @@ def depthwise_conv2d(
     padding: list[int],
     dilation: list[int],
     activation: str,
+    weight_kkc: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """y = act(depthwise_conv(x, weight) · scale + shift) (module docstring).
 
     x (N, C, H, W) any memory format; weight (C·M, 1, KH, KW) or None (1x1, weight 1: a pure
     gather, used by the integer shift); scale/shift (C·M,) or None; offsets int32 (C, 2) or None;
-    stride [sh, sw]; padding [top, bottom, left, right]; dilation [dh, dw]. Returns
-    (N, C·M, OH, OW) in x's memory format. Trains (autograd for x, weight, scale, shift).
+    stride [sh, sw]; padding [top, bottom, left, right]; dilation [dh, dw]; weight_kkc: optional
+    fp32 (KH, KW, C_pad) copy of weight for the kernel (``_layout.depthwise_weight_kkc``; derived when
+    None; never differentiated: gradients go to ``weight``). Returns (N, C·M, OH, OW) in x's memory
+    format. Trains (autograd for x, weight, scale, shift). On a GPU, a plain depthwise conv (no offsets)
+    runs our kernel or cuDNN + the torch epilogue, whichever measured faster for its shape bucket
+    (core.measured).
     """
     if x.dtype == torch.float64:  # no fp64 kernel: the reference is exact
         return depthwise_conv2d_reference(x, weight, scale, shift, offsets, stride, padding, dilation, activation)
-    n, c_in, h, w = x.shape
-    kh, kw = _kernel_hw(weight)
-    mult = 1 if weight is None else weight.shape[0] // c_in
-    c_out = c_in * mult
-    oh, ow = check_geometry(stride, padding, dilation, input_hw=(h, w), kernel_hw=(kh, kw))
-    y = empty_in_format((n, c_out, oh, ow), memory_format_of(x), dtype=x.dtype, device=x.device)
-    _depthwise_fwd_kernel[image_grid(n, oh * ow, c_out)](
-        x, operand_or(weight, x), operand_or(scale, x), operand_or(shift, x), operand_or(offsets, x), y,
-        n, h, w, c_out, oh, ow, m_bucket(n), m_bucket(oh), m_bucket(ow), layout_key(x, y),
-        *x.stride(), *y.stride(),
-        padding[0], padding[2],
-        **_geometry(kh, kw, stride, dilation), MULT=mult,
-        HAS_WEIGHT=weight is not None, HAS_SCALE=scale is not None, HAS_SHIFT=shift is not None,
-        HAS_OFFSETS=offsets is not None, ACTIVATION=activation,
-    )  # fmt: skip
-    return y
+    geometry = (stride, padding, dilation, activation)
+    candidates = {"triton": lambda: launch_depthwise_conv2d(x, weight, scale, shift, offsets, *geometry, weight_kkc)}
+    if weight is None or offsets is not None:  # the shift paths: torch has no single op for them
+        return candidates["triton"]()
+    candidates["torch cudnn conv2d+epilogue"] = lambda: _cudnn_path(x, weight, scale, shift, *geometry)
+    key = depthwise_key(x, weight, stride, padding, dilation, activation, scale, shift)
+    return measured.run("slimtorch::depthwise_conv2d", key, candidates, x)
+
+
+depthwise_conv2d.launcher = launch_depthwise_conv2d  # benchmarks and the static report time our kernel itself
 
 
 @kernel_op(
@@ -472,18 +579,18 @@ def depthwise_conv2d_grad_weight(
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, scale, shift, offsets, stride, padding, dilation, activation = inputs
-    ctx.save_for_backward(x, weight, scale, shift, offsets)
+    x, weight, scale, shift, offsets, stride, padding, dilation, activation, weight_kkc = inputs
+    ctx.save_for_backward(x, weight, scale, shift, offsets, weight_kkc)
     ctx.geometry = (stride, padding, dilation)
     ctx.activation = activation
 
 
 def _backward(ctx, grad):
-    x, weight, scale, shift, offsets = ctx.saved_tensors
+    x, weight, scale, shift, offsets, weight_kkc = ctx.saved_tensors
     stride, padding, dilation = ctx.geometry
     z = None
     if not is_identity(scale, ctx.activation):  # recompute the conv instead of storing it
-        z = depthwise_conv2d(x, weight, None, None, offsets, stride, padding, dilation, "none")
+        z = depthwise_conv2d(x, weight, None, None, offsets, stride, padding, dilation, "none", weight_kkc)
     g_z, g_scale, g_shift = epilogue_backward(grad, z, scale, shift, ctx.activation)
     g_x = g_w = None
     if ctx.needs_input_grad[0]:
@@ -491,7 +598,7 @@ def _backward(ctx, grad):
     if weight is not None and ctx.needs_input_grad[1]:
         g_w = depthwise_conv2d_grad_weight(x, g_z, offsets, list(_kernel_hw(weight)), stride, padding, dilation)
         g_w = g_w.to(weight.dtype)
-    return g_x, g_w, g_scale, g_shift, None, None, None, None, None
+    return g_x, g_w, g_scale, g_shift, None, None, None, None, None, None
 
 
 depthwise_conv2d.register_autograd(_backward, setup_context=_setup_context)
@@ -560,8 +667,10 @@ def depthwise_conv2d_reference(
     padding: list[int],
     dilation: list[int],
     activation: str,
+    weight_kkc: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """torch.nn.functional.conv2d(groups=C) + epilogue; a tap gather where offsets are given."""
+    """torch.nn.functional.conv2d(groups=C) + epilogue; a tap gather where offsets are given
+    (``weight_kkc``, the kernels' copy of ``weight``, is not read)."""
     dt = compute_dtype(x.dtype)
     xc = cast(x, dt)
     c_in = x.shape[1]

@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from slimtorch.convops._layout import padding4, pair
+from slimtorch.convops._layout import depthwise_weight_kkc, padding4, pair
 from slimtorch.convops.depthwise import MAX_KERNEL_SIZE, depthwise_conv2d
 from slimtorch.convops.index_maps import grouped_shift_offsets
 from slimtorch.convops.pointwise import pointwise_conv2d
@@ -126,10 +126,38 @@ class DepthwiseConv2d(nn.Conv2d):
             dtype=dtype,
         )
         self.activation = activation
+        self._kkc_cache: Optional[tuple[torch.Tensor, int, torch.Tensor]] = None  # (weight alias, version, copy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         geometry = (list(self.stride), padding4(self.padding), list(self.dilation))
-        return depthwise_conv2d(x, self.weight, None, self.bias, None, *geometry, self.activation)
+        return depthwise_conv2d(x, self.weight, None, self.bias, None, *geometry, self.activation, self.weight_kkc())
+
+    def weight_kkc(self) -> Optional[torch.Tensor]:
+        """The kernels' fp32 (k, k, C_pad) copy of ``weight`` (``_layout.depthwise_weight_kkc``), derived
+        once and cached here; ``weight`` itself stays torch's (C·M, 1, k, k) parameter (state_dict, timm,
+        checkpoints) and receives the gradients.
+
+        The cache is keyed on the weight's storage (an alias of it is held, so its address cannot be
+        reused while cached), its version counter (every in-place write through the parameter bumps it:
+        optimizer steps, ``load_state_dict``, ``nn.init``), dtype, device and shape (``.to()`` gives a new
+        storage). Writes through ``weight.data`` bypass the version counter: call ``clear_weight_cache()``
+        after those. None while ``torch.compile`` traces (the op then derives the copy in its launcher)."""
+        if torch.compiler.is_compiling():
+            return None
+        w = self.weight
+        cached = getattr(self, "_kkc_cache", None)  # modules pickled before the cache existed have none
+        if cached is not None:
+            alias, version, kkc = cached
+            same = alias.data_ptr() == w.data_ptr() and alias.shape == w.shape and alias.dtype == w.dtype
+            if same and alias.device == w.device and version == w._version:
+                return kkc
+        kkc = depthwise_weight_kkc(w)
+        self._kkc_cache = (w.detach(), w._version, kkc)
+        return kkc
+
+    def clear_weight_cache(self) -> None:
+        """Drop the cached (k, k, C) weight copy (it is derived again at the next forward)."""
+        self._kkc_cache = None
 
     @classmethod
     def from_dense(cls, conv: nn.Conv2d, activation: str = "none") -> DepthwiseConv2d:

@@ -291,6 +291,24 @@ def convops_cases(quick: bool = False) -> Iterator[Case]:
                     nbytes=4.0 * outputs,
                     outputs=outputs,
                 )
+    for channels, size in cb.SHIFT_SHAPES[:1] if quick else cb.SHIFT_SHAPES:  # the grouped 3x3 shift (Triton)
+        for batch in batches:
+
+            def shift(channels=channels, size=size, batch=batch):
+                entries = cb.shift_group((channels, size), batch, device="cuda", dtype=dtype, compile_=False)
+                next(e for e in entries if e.provider == "ours (triton)").fn()
+
+            outputs = batch * channels * size * size
+            yield Case(
+                "convops",
+                "shift",
+                f"grouped shift 3x3 C{channels} {size}² batch {batch}",
+                {"batch": batch, "C": channels, "H": size},
+                shift,
+                "conv",
+                nbytes=4.0 * outputs,
+                outputs=outputs,
+            )
 
 
 STRUCTURED_D = 4096  # the block-circulant, low-rank and hashed shape (d x d)
