@@ -43,13 +43,17 @@ def test_gated_kernels_within_budget(gate):
 
 def test_runtime_specialisation_is_captured(gate):
     _, rows = gate
-    gemv = [r for r in rows if r.get("function") == "_int4_gemv_kernel"]
-    assert len(gemv) == 5  # every autotune config of the int4 GEMV (M <= 2: CUDA cores, no tl.dot)
-    for row in gemv:  # x is contiguous and M = 1: Triton makes both constants; aligned args get hints
-        assert {"M", "stride_xk"} <= set(row["specialised_to_1"])
-        assert "stride_xk" not in row["divisible_by_16"] and {"x_ptr", "w_ptr", "K"} <= set(row["divisible_by_16"])
+    # every autotune config of the fp16 int4 GEMV (M = 1: CUDA cores, fp16x2 products, no tl.dot)
+    gemv = [r for r in rows if r.get("function") == "_int4_gemv_f16_kernel"]
+    assert len(gemv) == 3
+    for row in gemv:  # aligned pointers and sizes get the runtime's 16-divisibility hints
+        assert {"xw_ptr", "w_ptr", "K", "N"} <= set(row["divisible_by_16"])
         assert row["tensor_core"] == [] and row["loop_instructions"] > 0 and row["vector_loads"].get("LDG.128")
+        assert row["spills"] == 0
     assert sum(r["best"] for r in gemv) == 1
+    # ints equal to 1 become constants: the 2:4 GEMV's unit stride of x
+    sparse = [r for r in rows if r["kernel"].startswith("sparse 2:4") and r.get("specialised_to_1")]
+    assert sparse and all("stride_xk" not in r["divisible_by_16"] for r in sparse)
 
 
 def test_cuda_sources_are_read(gate):

@@ -2,10 +2,17 @@
 decode of the GPTQ words, fp32 accumulation, single-launch split-K; against the pure-torch reference
 (``int4_weight_mm_reference``) by rel_bound(dtype, K), full and masked tiles, every autotune config."""
 
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 import torch
+import triton
 
-from slimtorch.core.testing import assert_rel_close, randn, rel_bound
+from slimtorch.core.metrics import rel_error
+from slimtorch.core.testing import assert_rel_close, randn, rel_bound, unit_roundoff
 from slimtorch.core.tuning import all_configs, use_config
 from slimtorch.quant import formats, int4_mm
 from slimtorch.quant.int4_mm import int4_weight_mm
@@ -91,3 +98,120 @@ def test_int4_gemv_inline_ptx_matches_the_pure_triton_twin():
     q, s, z = _packed(4096 + 64, 4096, 128, "cuda")
     x = activations(1, 4096, torch.float16, "cuda", seed=9)
     assert_matches_reference(int4_weight_mm, x, q, s, z, 128)
+
+
+# --- fp16 x at M = 1: _int4_gemv_f16_kernel (fp16x2 products, 8-term fp16 sums, p = 2^e per program) ---
+# (K, N, group, bias). The interpreter's config is BLOCK_N = 128 (BLOCK_KW = 16 word rows).
+F16_CASES = [
+    (512, 128, 128, False),  # EVEN, split-K on the interpreter's 4 SMs
+    (256, 45, 128, True),  # masked channels
+    (200, 70, 32, True),  # K pads to 224: masked x and word rows; a group per 4 word rows
+    (96, 131, 64, False),  # K pads to 128; a group per 8 word rows
+    (1030, 33, 32, True),  # K % 8 != 0 (pads to 1056), split-K
+]
+
+
+@pytest.mark.parametrize(("k", "n", "group_size", "with_bias"), F16_CASES)
+def test_int4_gemv_f16_matches_reference(device, k, n, group_size, with_bias):
+    x = activations(1, k, torch.float16, device, seed=k + n)
+    assert int4_mm.uses_f16_gemv(x, group_size)
+    bias = randn((n,), device=device, seed=n) if with_bias else None
+    assert_matches_reference(int4_weight_mm, x, *_packed(n, k, group_size, device, seed=k), group_size, bias=bias)
+
+
+@pytest.mark.parametrize("magnitude", [6e4, 3e2, 1.0, 2e-2, 1e-3])  # (smaller: y itself is an fp16 subnormal)
+def test_int4_gemv_f16_any_activation_scale(device, magnitude):
+    """p = 2^e keeps every 8-term fp16 half sum finite up to fp16's largest x (an outlier of 6e4 times a
+    code of 15 overflows fp16 without it) and scales small activations up: the same relative error at
+    every magnitude. Large magnitudes as a few outliers ("massive activations"), so y itself fits fp16."""
+    k, n = 384, 64
+    p = formats.quantize_int4(randn((n, k), seed=3) * 0.02, 128)  # LLM-sized weights
+    q, s, z = p.qweight.to(device), p.scale.to(device), p.zero.to(device)
+    x = torch.rand(1, k, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    if magnitude > 1:
+        x[0, [5, 77, 300]] = torch.tensor([magnitude, -magnitude, magnitude / 3])
+    else:
+        x = x * magnitude
+    x = x.half().to(device)
+    out = int4_weight_mm(x, q, s, z, 128)
+    ref = int4_weight_mm.get_reference()(x.double(), q, s, z, 128)
+    assert out.isfinite().all()
+    assert_rel_close(out, ref, rel_bound(torch.float16, k), name=f"|x| <= {magnitude}")
+
+
+def test_int4_gemv_f16_error_is_that_of_fp16_sums():
+    """The fp16x2 products cost accuracy against the fp32-product kernel (same weights and x), but stay
+    within a few fp16 roundings: measured ~5e-4 against ~1.5e-4 (the output's own fp16 rounding)."""
+    k, n = 1024, 128
+    q, s, z = _packed(n, k, 128, "cpu", seed=6)
+    x = activations(1, k, torch.float16, "cpu", seed=7)
+    ref = int4_weight_mm.get_reference()(x.double(), q, s, z, 128)
+    f16 = rel_error(int4_weight_mm(x, q, s, z, 128), ref)
+    fp32_products = rel_error(int4_weight_mm(x.float(), q, s, z, 128).half(), ref)
+    assert fp32_products < f16 < 8 * unit_roundoff(torch.float16)
+
+
+def test_int4_gemv_f16_is_chosen_only_where_it_applies():
+    x = torch.zeros(1, 64, dtype=torch.float16)
+    assert int4_mm.uses_f16_gemv(x, 32)
+    assert not int4_mm.uses_f16_gemv(x.bfloat16(), 32)  # bf16 / fp32: fp32 products
+    assert not int4_mm.uses_f16_gemv(torch.zeros(2, 64, dtype=torch.float16), 32)
+    assert not int4_mm.uses_f16_gemv(torch.zeros(1, 63, dtype=torch.float16), 32)  # read as int32 pairs
+    assert not int4_mm.uses_f16_gemv(torch.zeros(1, 65, dtype=torch.float16)[:, 1:], 32)  # 2-byte aligned
+    assert not int4_mm.uses_f16_gemv(x, 8)  # rows r, r + 1 must share a group
+
+
+@pytest.mark.parametrize("index", range(len(all_configs(int4_mm._int4_gemv_f16))))
+def test_int4_gemv_f16_every_config(index):
+    """Each autotune config of the fp16 GEMV (the interpreter keeps only the first), masked channels."""
+    config = all_configs(int4_mm._int4_gemv_f16)[index]
+    k, n = 256, config.kwargs["BLOCK_N"] + 3
+    q, s, z = _packed(n, k, 128, "cpu", seed=index)
+    x = activations(1, k, torch.float16, "cpu", seed=index)
+    with use_config(int4_mm._int4_gemv_f16, config):
+        out = int4_weight_mm(x, q, s, z, 128)
+        assert int4_mm._int4_gemv_f16.best_config == config
+    ref = int4_weight_mm.get_reference()(x.double(), q, s, z, 128)
+    assert_rel_close(out, ref, rel_bound(torch.float16, k), name=f"config {config}")
+
+
+_TTGIR_OF_THE_F16_GEMV = """
+from slimtorch.core import sass_cases
+from slimtorch.core.capture import capture
+case = next(c for c in sass_cases.quant_cases(quick=True) if c.name == "quant int4-g128" and "M=1 " in c.shape)
+with capture() as launches:
+    case.run()
+launch = next(x for x in launches if x.name == "_int4_gemv_f16_kernel" and x.config_index == 0)
+print(launch.compile().asm["ttgir"])
+"""
+
+
+def test_int4_gemv_f16_inline_ptx_gets_four_adjacent_channels():
+    """The PTX takes 4 elements per call (pack = 4) and re-pairs x once for them, so it relies on each
+    call's 4 elements being 4 adjacent channels of one row: the blocked layout of the operands must hold
+    4 contiguous columns per thread, N fastest. Read from the TTGIR of the sm_90a build (no GPU needed;
+    compiled in a subprocess, outside the interpreter, as the static report does)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")}
+    run = subprocess.run(
+        [sys.executable, "-c", _TTGIR_OF_THE_F16_GEMV], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    ttgir = run.stdout.splitlines()
+    asm = [line for line in ttgir if "elementwise_inline_asm" in line]
+    assert len(asm) == 1, asm  # (the printer elides the asm text and its attributes)
+    layout = re.search(r"tensor<\d+x\d+xf32, (#\w+)>", asm[0].split("->")[-1]).group(1)
+    definition = next(line for line in ttgir if line.startswith(f"{layout} = "))
+    assert "sizePerThread = [1, 4]" in definition and "order = [1, 0]" in definition, definition
+
+
+@pytest.mark.gpu
+def test_int4_gemv_f16_inline_ptx_matches_the_pure_triton_twin():
+    q, s, z = _packed(4096 + 64, 4096, 128, "cuda")
+    x = activations(1, 4096, torch.float16, "cuda", seed=9)
+    assert_matches_reference(int4_weight_mm, x, q, s, z, 128)
+    twin = torch.empty(1, q.shape[1], dtype=torch.float16, device="cuda")
+    int4_mm._int4_gemv_f16[(triton.cdiv(q.shape[1], 128), 1)](
+        x[0].view(torch.int32), q, s, z, q, twin, twin, twin, q.shape[1], 4096, q.shape[0], q.shape[0],
+        GROUP_SIZE=128, HAS_BIAS=False, SPLIT=False, BLOCK_KW=int4_mm.F16_BLOCK_KW, ASM=False,
+    )  # fmt: skip
+    assert_rel_close(int4_weight_mm(x, q, s, z, 128), twin, 4 * unit_roundoff(torch.float16))

@@ -290,16 +290,17 @@ def check_devices(x: torch.Tensor, **tensors: Optional[torch.Tensor]) -> None:
 # ----------------------------------------------------------------------------- launch
 
 
-def split_plan(m: int, n: int, k: int, device: torch.device) -> SplitK:
+def split_plan(m: int, n: int, k: int, device: torch.device, block_n: int = PLANNING_BLOCK_N) -> SplitK:
     """K ranges for the GEMV path (one range on the tile path): core's planner with this
-    kernel's policy (enough programs to fill the GPU, each split reducing >= MIN_K_PER_SPLIT)."""
+    kernel's policy (enough programs to fill the GPU, each split reducing >= MIN_K_PER_SPLIT);
+    ``block_n``: the N tile the caller's configs use."""
     return plan_split_k(
         m,
         n,
         k,
         sm_count=sm_count(device),
         block_m=16,
-        block_n=PLANNING_BLOCK_N,
+        block_n=block_n,
         min_k_per_split=MIN_K_PER_SPLIT,
         max_splits=MAX_SPLIT_K,
         granule=SPLIT_K_GRANULE,

@@ -6,9 +6,15 @@ lowest nibble first: GPTQ's layout), ``scale (K/G, N)`` and ``zero (K/G, N) uint
 consecutive k (K here is K_pad = ceil(K / G) · G when G does not divide x's K: zero weights in the
 padded columns, which the kernels mask like any K tail, so x keeps its true K).
 
-Two kernels, chosen by M:
+Three kernels, chosen by M and x:
 
-- M ≤ GEMV_MAX_M (decode): ``_int4_gemv_kernel`` below, on the CUDA cores, no ``tl.dot`` and so no
+- M = 1 with fp16 x (decode, :func:`uses_f16_gemv`): ``_int4_gemv_f16_kernel`` (the comment block
+  above it): the same words and decode, but the products and 8-term sums on the fp16x2 pipe
+  (ExLlama's design: one HFMA2 per two codes), with a per-program power of two folded into the
+  decode so that no fp16 sum can overflow; fp32 carries the sum over K. 2.36 SASS instructions per
+  weight, static ceiling 1.0 of HBM (the issue's budget: 2.5, 0.85); relative error ~5e-4 against
+  the fp32 reference (fp16's own output rounding: ~1.5e-4).
+- M ≤ GEMV_MAX_M otherwise (bf16 or fp32 x, M = 2): ``_int4_gemv_kernel`` below, on the CUDA cores, no ``tl.dot`` and so no
   shared-memory relayout. The GPTQ layout is already the one it reads, so no repacking (GPTQ
   import/export and state_dict stay exact by construction): word (r, n) holds the 8 consecutive
   k = 8r … 8r + 7 of channel n, words are contiguous along N, so each thread loads 4 channels × 8 k
@@ -30,10 +36,11 @@ Two kernels, chosen by M:
   the K loop. Split-K: ``slimtorch.core.gemm.store_splitk`` (one launch). On a GPU the decode is
   inline PTX (``_decode_word``, ASM); the interpreter runs its pure-Triton twin (same arithmetic).
   Static cost (sm_90a, ``python -m slimtorch.core.sass``): 4.7 SASS instructions per weight. The
-  floor of this design is 2.5 (one ``HADD2.F32`` conversion and one FFMA per code, half a LOP3);
+  floor of fp32 products is 2.5 (one ``HADD2.F32`` conversion and one FFMA per code, half a LOP3);
   the rest is the sub.f16x2, the x loads and conversions, the zero points' byte unpacking and
-  address arithmetic. Below 2.5 needs the products on tensor cores (Marlin's register-fragment
-  layout), which Triton cannot say without the relayout.
+  address arithmetic. Below that: fp16x2 products (the kernel above, fp16 x only: bf16's 8-bit
+  mantissa is too short for the sums) or tensor cores (Marlin's register-fragment layout, which
+  Triton cannot say without the relayout).
 - M > GEMV_MAX_M: :func:`slimtorch.quant.dequant_mm.launch_dequant_mm` (FORMAT "int4", ``tl.dot``).
 
 Exactness: every decoded q − z is an exact small integer; the only roundings are the fp32 products
@@ -57,6 +64,7 @@ from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference
 from slimtorch.core.tuning import autotune_configs
 from slimtorch.quant.dequant_mm import (
+    PLANNING_BLOCK_N,
     SCALE_DTYPES,
     check_activation,
     check_bias,
@@ -243,6 +251,264 @@ def _even(args: dict) -> bool:
 _int4_gemv = triton.autotune(configs=GEMV_CONFIGS, key=_GEMV_KEY)(triton.heuristics({"EVEN": _even})(_int4_gemv_kernel))
 
 
+# --- fp16 activations at M = 1: products and short sums on the packed fp16x2 pipe (ExLlama's design) ---
+#
+# Per element: two word rows r, r + 1 of one channel (16 codes). Decode as above, but keep the codes
+# in fp16x2 pairs, times a power of two p, and multiply-add them with x pairs on the fp16x2 pipe
+# (one HFMA2 per two codes):
+#
+#     h = Σ_{16 codes} ((q − z) · p) · x         two fp16 halves of 8 products each
+#     acc[r/2, n] += s[g, n] · (float(h.lo) + float(h.hi))          fp32; the total times 1/p
+#
+# p = 2^e per program, e = 7 − ⌊log2 max|x|⌋ over its K range clamped to [−8, 5]: |(q − z) p x| <
+# 15 · 256, so an 8-term fp16 half sum cannot overflow for any finite x, and small activations are
+# scaled up rather than lost to fp16's subnormals. p enters the decode for free: fma(1024 + q, p,
+# −(1024 + z) p) = (q − z) p exactly (odd codes: fma(1024 + 16q, p/16, −(64 + z) p)), both
+# constants per channel and group. The fp16 roundings (each product and running half sum) cost about
+# 5e-4 relative error against the fp32 reference (tests/quant/test_int4_gemv.py); fp32 carries the sum
+# over K. fp32 and bf16 x keep ``_int4_gemv_kernel`` (fp32 products).
+#
+# x pairs: word r holds k = 8r + j as pairs (j, j + 4) (``_decode_word``); x is read as int32 pairs
+# (x0, x1), (x2, x3), (x4, x5), (x6, x7), one 16-byte load per row and 4 channels: the x tile
+# (rows, BLOCK_N) holds pair n % 4 of its row in column n. The inline PTX takes 4 consecutive channels
+# of one row at a time (pack = 4; the blocked layout's 4 contiguous columns per thread, checked from
+# the TTGIR in the tests) and re-pairs x once for the 4 (PRMT). Cost per 64 codes: 4 PRMT, 8 SHF,
+# 32 LOP3, 32 HFMA2 decode, 32 HFMA2 products, 8 cvt, 4 FADD, 4 FFMA: 1.9 SASS instructions per weight
+# before loads and addressing.
+F16_BLOCK_KW = 16  # word rows per iteration (g128: one group per tile)
+# BLOCK_N = 128 · num_warps: each thread owns 4 adjacent channels and every row of the tile, so the
+# weight, x and scale/zero tiles share one layout (no shared-memory conversion in the loop) and the
+# per-channel constants serve BLOCK_KW / 2 row pairs. The split-K plan assumes F16_PLANNING_BLOCK_N.
+F16_PLANNING_BLOCK_N = 128
+# (No tl.dot, so num_stages changes nothing: the loads are not software-pipelined; latency is hidden by
+# the 16 independent 16-byte loads per thread and iteration and by occupancy.)
+F16_CONFIG_LIST = [
+    triton.Config({"BLOCK_N": 128}, num_warps=1),  # first: the interpreter's
+    triton.Config({"BLOCK_N": 256}, num_warps=2),
+    triton.Config({"BLOCK_N": 512}, num_warps=4),
+]
+F16_CONFIGS = autotune_configs(F16_CONFIG_LIST)
+_F16_KEY = ["N", "K", "GROUP_SIZE", "SPLIT"]
+X_LIMIT_EXPONENT = tl.constexpr(8)  # p · max|x| < 2^8 (comment above)
+P_MIN_EXPONENT = tl.constexpr(-8)  # max|x| <= 65504
+P_MAX_EXPONENT = tl.constexpr(5)  # (1024 + 15) · p stays below fp16's 65504
+
+
+def _dot_asm() -> str:
+    """PTX for 4 channels (operands: out $0-3; w0 $4-7, w1 $8-11, x pairs of rows r / r + 1 $12-15 /
+    $16-19 (pair c in channel c), zero_even $20-23, zero_odd $24-27, scale $28-31, acc $32-35,
+    p $36-39 and p/16 $40-43 as fp16x2 (the same in all four))."""
+    lines = [
+        ".reg .b32 xe<4>, xo<4>, s0, s1, q<8>, h;",
+        ".reg .b16 lo, hi;",
+        ".reg .f32 f0, f1;",
+        "prmt.b32 xe0, $12, $14, 0x5410;",  # (x0, x4)
+        "prmt.b32 xe1, $12, $14, 0x7632;",  # (x1, x5)
+        "prmt.b32 xe2, $13, $15, 0x5410;",  # (x2, x6)
+        "prmt.b32 xe3, $13, $15, 0x7632;",  # (x3, x7)
+        "prmt.b32 xo0, $16, $18, 0x5410;",
+        "prmt.b32 xo1, $16, $18, 0x7632;",
+        "prmt.b32 xo2, $17, $19, 0x5410;",
+        "prmt.b32 xo3, $17, $19, 0x7632;",
+    ]
+    for c in range(4):
+        w0, w1, ze, zo, sc, acc = 4 + c, 8 + c, 20 + c, 24 + c, 28 + c, 32 + c
+        lines += [
+            f"shr.b32 s0, ${w0}, 8;",
+            f"shr.b32 s1, ${w1}, 8;",
+            f"lop3.b32 q0, ${w0}, 0x000F000F, 0x64006400, 0xea;",
+            f"lop3.b32 q1, ${w0}, 0x00F000F0, 0x64006400, 0xea;",
+            "lop3.b32 q2, s0, 0x000F000F, 0x64006400, 0xea;",
+            "lop3.b32 q3, s0, 0x00F000F0, 0x64006400, 0xea;",
+            f"lop3.b32 q4, ${w1}, 0x000F000F, 0x64006400, 0xea;",
+            f"lop3.b32 q5, ${w1}, 0x00F000F0, 0x64006400, 0xea;",
+            "lop3.b32 q6, s1, 0x000F000F, 0x64006400, 0xea;",
+            "lop3.b32 q7, s1, 0x00F000F0, 0x64006400, 0xea;",
+        ]
+        for j in range(8):
+            mult, zero = ("$36", ze) if j % 2 == 0 else ("$40", zo)
+            lines.append(f"fma.rn.f16x2 q{j}, q{j}, {mult}, ${zero};")
+        lines.append("mul.rn.f16x2 h, q0, xe0;")
+        for j in range(1, 8):
+            lines.append(f"fma.rn.f16x2 h, q{j}, {'xe' if j < 4 else 'xo'}{j % 4}, h;")
+        lines += [
+            "mov.b32 {lo, hi}, h;",
+            "cvt.f32.f16 f0, lo;",
+            "cvt.f32.f16 f1, hi;",
+            "add.rn.f32 f0, f0, f1;",
+            f"fma.rn.f32 ${c}, f0, ${sc}, ${acc};",
+        ]
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+DOT_ASM = tl.constexpr(_dot_asm())
+
+
+@triton.jit
+def _f16_half(pair, HIGH: tl.constexpr):
+    """One fp16 half of an int32 fp16x2 pair, as fp16."""
+    if HIGH:
+        return (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True)
+    return pair.to(tl.int16).to(tl.float16, bitcast=True)
+
+
+@triton.jit
+def _twin_pair(pair, zero, step, p, x_lo, x_hi, lo, hi):
+    """lo/hi fp16 running sums += (decoded code pair · p) · x pair (the pure-Triton twin's step)."""
+    d_lo = ((_f16_half(pair, False) - zero) * step).to(tl.float16) * p  # exact: (q − z) · p
+    d_hi = ((_f16_half(pair, True) - zero) * step).to(tl.float16) * p
+    return lo + d_lo * x_lo, hi + d_hi * x_hi
+
+
+@triton.jit
+def _twin_word(word, zero_even, zero_odd, p, x, lo, hi):
+    """One word's 8 codes into the fp16 sums; ``x`` the row's 8 fp16 values (k = 8r + j)."""
+    shifted = word >> 8
+    lo, hi = _twin_pair((word & 0x000F000F) | MAGIC, zero_even, 1.0, p, x[0], x[4], lo, hi)
+    lo, hi = _twin_pair((word & 0x00F000F0) | MAGIC, zero_odd, 0.0625, p, x[1], x[5], lo, hi)
+    lo, hi = _twin_pair((shifted & 0x000F000F) | MAGIC, zero_even, 1.0, p, x[2], x[6], lo, hi)
+    lo, hi = _twin_pair((shifted & 0x00F000F0) | MAGIC, zero_odd, 0.0625, p, x[3], x[7], lo, hi)
+    return lo, hi
+
+
+@triton.jit
+def _twin_row_x(xw_ptr, rows, KW2):
+    """The 8 fp16 x values of word rows ``rows`` (the twin's gather; 0 past K)."""
+    p = rows * 4
+    a01 = tl.load(xw_ptr + p, mask=p < KW2, other=0)
+    a23 = tl.load(xw_ptr + p + 1, mask=p + 1 < KW2, other=0)
+    a45 = tl.load(xw_ptr + p + 2, mask=p + 2 < KW2, other=0)
+    a67 = tl.load(xw_ptr + p + 3, mask=p + 3 < KW2, other=0)
+    return (
+        _f16_half(a01, False), _f16_half(a01, True), _f16_half(a23, False), _f16_half(a23, True),
+        _f16_half(a45, False), _f16_half(a45, True), _f16_half(a67, False), _f16_half(a67, True),
+    )  # fmt: skip
+
+
+@triton.jit
+def _int4_gemv_f16_kernel(
+    xw_ptr,  # x (1, K) fp16 read as K / 2 int32 pairs
+    w_ptr,  # qweight (K_pad/8, N) int32
+    scale_ptr,  # (K_pad/G, N)
+    zero_ptr,  # (K_pad/G, N) uint8
+    bias_ptr,
+    out_ptr,  # (1, N)
+    partial_ptr,  # SPLIT: fp32 partials (splits, 1, N)
+    counter_ptr,  # SPLIT: int32 tile counters (zero)
+    N,
+    K,  # x's K (even, <= 8 · KW)
+    KW,  # word rows: K_pad / 8
+    kw_per_split,  # a multiple of BLOCK_KW
+    GROUP_SIZE: tl.constexpr,  # a multiple of 16: rows r, r + 1 (r even) share a group
+    HAS_BIAS: tl.constexpr,
+    SPLIT: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_KW: tl.constexpr,
+    EVEN: tl.constexpr,
+    ASM: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    split = tl.program_id(1)
+    offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
+    n2 = offs_n[None, :]
+    mask_n2 = n2 < N
+    kw_begin = split * kw_per_split
+    kw_end = tl.minimum(kw_begin + kw_per_split, KW)
+    KW2 = K // 2
+    # p = 2^e (comment above) from max |x| over this program's K range: per-lane maxima, one reduction
+    xmax = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for p0 in range(kw_begin * 4, kw_end * 4, BLOCK_N):
+        pp = p0 + tl.arange(0, BLOCK_N)
+        a = tl.load(xw_ptr + pp, mask=(pp < kw_end * 4) & (pp < KW2), other=0)
+        m = tl.maximum(tl.abs(_f16_half(a, False).to(tl.float32)), tl.abs(_f16_half(a, True).to(tl.float32)))
+        xmax = tl.maximum(xmax, m)
+    top = tl.max(xmax, axis=0)
+    exponent = ((top.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # ⌊log2 top⌋ (normal; 0 → −127)
+    e = tl.minimum(tl.maximum(X_LIMIT_EXPONENT - 1 - exponent, P_MIN_EXPONENT), P_MAX_EXPONENT)
+    unscale = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 1/p in fp32
+    acc = tl.zeros((BLOCK_KW // 2, BLOCK_N), dtype=tl.float32)
+    r2 = (kw_begin + 2 * tl.arange(0, BLOCK_KW // 2))[:, None]  # even word rows of the tile; r2 + 1 the odd ones
+    w_ptrs = w_ptr + r2.to(tl.int64) * N + n2  # loop-carried pointers: one add per vector and iteration
+    x_ptrs = xw_ptr + r2 * 4 + (n2 % 4)  # pair n % 4 of row r2 in column n: one 16-byte load per 4 channels
+    for kw0 in range(kw_begin, kw_end, BLOCK_KW):
+        if EVEN:
+            w0 = tl.load(w_ptrs)
+            w1 = tl.load(w_ptrs + N)
+        else:
+            w0 = tl.load(w_ptrs, mask=(r2 < kw_end) & mask_n2, other=0)
+            w1 = tl.load(w_ptrs + N, mask=(r2 + 1 < kw_end) & mask_n2, other=0)
+        if GROUP_SIZE % (8 * BLOCK_KW) == 0:  # the tile lies in one group: one scale/zero row
+            meta = (tl.minimum(kw0, KW - 1) * 8 // GROUP_SIZE).to(tl.int64) * N + n2
+            meta_mask = mask_n2
+        else:  # rows r2, r2 + 1 lie in one group
+            meta = (r2 * 8 // GROUP_SIZE).to(tl.int64) * N + n2
+            meta_mask = (r2 < kw_end) & mask_n2
+        if EVEN:
+            scale = tl.load(scale_ptr + meta).to(tl.float32)
+            zero = tl.load(zero_ptr + meta).to(tl.int32)
+        else:
+            scale = tl.load(scale_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
+            zero = tl.load(zero_ptr + meta, mask=meta_mask, other=0).to(tl.int32)
+        if ASM:
+            if EVEN:
+                xe = tl.load(x_ptrs)
+                xo = tl.load(x_ptrs + 4)
+            else:
+                xe = tl.load(x_ptrs, mask=r2 * 4 + (n2 % 4) < KW2, other=0)
+                xo = tl.load(x_ptrs + 4, mask=r2 * 4 + 4 + (n2 % 4) < KW2, other=0)
+            zero_even = (0x8000 | ((25 + e) << 10) | zero) * 0x10001  # −(1024 + z) · p
+            zero_odd = (0x8000 | ((21 + e) << 10) | (zero << 4)) * 0x10001  # −(64 + z) · p
+            mult_even = ((15 + e) << 10) * 0x10001  # p
+            mult_odd = ((11 + e) << 10) * 0x10001  # p / 16 (e >= −8: a normal fp16)
+            acc = tl.inline_asm_elementwise(
+                DOT_ASM,
+                "=f,=f,=f,=f" + ",r" * 24 + ",f" * 8 + ",r" * 8,
+                [w0, w1, xe, xo, zero_even, zero_odd, scale, acc, mult_even, mult_odd],
+                dtype=tl.float32,
+                is_pure=True,
+                pack=4,
+            )
+        else:
+            zero_even = (zero.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + z
+            zero_odd = ((zero.to(tl.int16) << 4) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + 16 z
+            p = ((15 + e) << 10).to(tl.int16).to(tl.float16, bitcast=True)
+            lo = tl.zeros(w0.shape, tl.float16)
+            hi = tl.zeros(w0.shape, tl.float16)
+            lo, hi = _twin_word(w0, zero_even, zero_odd, p, _twin_row_x(xw_ptr, r2, KW2), lo, hi)
+            lo, hi = _twin_word(w1, zero_even, zero_odd, p, _twin_row_x(xw_ptr, r2 + 1, KW2), lo, hi)
+            acc += scale * (lo.to(tl.float32) + hi.to(tl.float32))
+        w_ptrs += BLOCK_KW * N
+        x_ptrs += BLOCK_KW * 4
+        r2 += BLOCK_KW
+    total = (tl.sum(acc, axis=0) * unscale)[None, :]  # (1, BLOCK_N)
+    store_splitk(
+        total, tl.arange(0, 1), offs_n, 1, N, pid_n, split, tl.num_programs(1), partial_ptr, counter_ptr, scale_ptr,
+        bias_ptr, out_ptr, N, SPLIT, False, HAS_BIAS, "none",
+    )  # fmt: skip
+
+
+def _even_f16(args: dict) -> bool:
+    return args["N"] % args["BLOCK_N"] == 0 and args["K"] == 8 * args["KW"] and args["KW"] % args["BLOCK_KW"] == 0
+
+
+_int4_gemv_f16 = triton.autotune(configs=F16_CONFIGS, key=_F16_KEY)(
+    triton.heuristics({"EVEN": _even_f16})(_int4_gemv_f16_kernel)
+)
+
+
+def uses_f16_gemv(x: torch.Tensor, group_size: int) -> bool:
+    """Whether x takes ``_int4_gemv_f16_kernel``: one fp16 row, K even and contiguous, 4-byte aligned (read
+    as int32 pairs), groups of whole word-row pairs (G % 16 == 0). Other x: ``_int4_gemv_kernel``."""
+    return (
+        x.dtype == torch.float16
+        and x.shape[0] == 1
+        and x.shape[1] % 2 == 0
+        and x.stride(1) == 1
+        and (x.storage_offset() % 2 == 0)
+        and group_size % 16 == 0
+    )
+
+
 def launch_int4_gemv(
     x: torch.Tensor,
     qweight: torch.Tensor,
@@ -259,13 +525,23 @@ def launch_int4_gemv(
     out = empty_output((m, n), dtype=x.dtype, device=x.device)
     if m == 0 or n == 0:
         return out
-    plan = split_plan(m, n, 8 * kw, x.device)  # k_per_split: a multiple of 256 = 32 word rows
+    f16 = uses_f16_gemv(x, group_size)
+    # k_per_split: a multiple of 256 = 32 word rows
+    plan = split_plan(m, n, 8 * kw, x.device, block_n=F16_PLANNING_BLOCK_N if f16 else PLANNING_BLOCK_N)
     split = plan.splits > 1
     partials = splitk_partials(plan.splits, m, n, x.device) if split else out
 
     def grid(meta):
         return (triton.cdiv(n, meta["BLOCK_N"]), plan.splits)
 
+    if f16:
+        counters = splitk_counters(x.device, max_tiles(F16_CONFIG_LIST, lambda c: grid(c)[0])) if split else out
+        _int4_gemv_f16[grid](
+            x[0].view(torch.int32), qweight, scale, zero, qweight if bias is None else bias, out, partials, counters,
+            n, k, kw, plan.k_per_split // 8, GROUP_SIZE=group_size, HAS_BIAS=bias is not None, SPLIT=split,
+            BLOCK_KW=F16_BLOCK_KW, ASM=x.device.type == "cuda",
+        )  # fmt: skip
+        return out
     counters = splitk_counters(x.device, max_tiles(GEMV_CONFIG_LIST, lambda c: grid(c)[0])) if split else out
     _int4_gemv[grid](
         x, qweight, scale, zero, qweight if bias is None else bias, out, partials, counters,
