@@ -235,3 +235,30 @@ def test_real_timer_on_cuda(mode, tmp_path):
     assert out.shape == (256, 512)
     choice = next(iter(m.choices.values()))
     assert choice.choice == "torch" and choice.times_ms["ours"] > choice.times_ms["torch"] > 0
+
+
+def test_a_candidate_that_computes_something_else_is_never_chosen(mode):
+    """The fastest candidate returns other numbers (a torch operand laid out wrong): it is rejected at its
+    trial call and the error recorded; one that differs only by rounding (1e-3) stays eligible."""
+    mode("measure")
+    ref = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))
+    outs = {"triton": ref, "torch wrong layout": ref.flip(1), "torch rounded": ref * (1 + 1e-3)}
+    outs["torch nan"] = ref.clone()
+    outs["torch nan"][1, 2] = float("nan")
+
+    def make(name):
+        def fn():
+            return outs[name].clone()
+
+        fn.name = name
+        return fn
+
+    m, _ = fake_measurer({"triton": 3.0, "torch wrong layout": 1.0, "torch nan": 1.0, "torch rounded": 2.0})
+    cands = {name: make(name) for name in outs}
+    out = m.run("op", KEY, cands, X)
+    (choice,) = m.choices.values()
+    assert choice.choice == "torch rounded" and torch.equal(out, outs["torch rounded"])
+    assert "relative difference" in choice.errors["torch wrong layout"]
+    assert "non-finite" in choice.errors["torch nan"]
+    with pytest.raises(ValueError, match="relative difference"):
+        measured._check_agreement(ref * 1.2, ref, "triton")

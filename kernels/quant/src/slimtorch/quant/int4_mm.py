@@ -14,11 +14,12 @@ Three kernels, chosen by M and x:
   decode so that no fp16 sum can overflow; fp32 carries the sum over K. 2.36 SASS instructions per
   weight, static ceiling 1.0 of HBM (the issue's budget: 2.5, 0.85); relative error ~5e-4 against
   the fp32 reference (fp16's own output rounding: ~1.5e-4).
-- M ≤ GEMV_MAX_M otherwise (bf16 or fp32 x, M = 2): ``_int4_gemv_kernel`` below, on the CUDA cores, no ``tl.dot`` and so no
-  shared-memory relayout. The GPTQ layout is already the one it reads, so no repacking (GPTQ
-  import/export and state_dict stay exact by construction): word (r, n) holds the 8 consecutive
-  k = 8r … 8r + 7 of channel n, words are contiguous along N, so each thread loads 4 channels × 8 k
-  as one 16-byte vector (``LDG.E.128``) and reuses each x value for its 4 channels.
+- M ≤ GEMV_MAX_M otherwise (bf16 or fp32 x, M = 2): ``_int4_gemv_kernel`` below, on the CUDA
+  cores, no ``tl.dot`` and so no shared-memory relayout. The GPTQ layout is already the one it
+  reads, so no repacking (GPTQ import/export and state_dict stay exact by construction): word
+  (r, n) holds the 8 consecutive k = 8r … 8r + 7 of channel n, words are contiguous along N, so
+  each thread loads 4 channels × 8 k as one 16-byte vector (``LDG.E.128``) and reuses each x value
+  for its 4 channels.
   Dequant without an int→float conversion per code (the fp16 exponent trick, two codes per 32-bit
   op): nibbles j and j + 4 sit in bits [4j, 4j + 4) and [4j + 16, 4j + 20), so
 
@@ -43,6 +44,10 @@ Three kernels, chosen by M and x:
   Triton cannot say without the relayout).
 - M > GEMV_MAX_M: :func:`slimtorch.quant.dequant_mm.launch_dequant_mm` (FORMAT "int4", ``tl.dot``).
 
+On CUDA the op picks per shape bucket, by measurement (:mod:`slimtorch.core.measured`), between these
+(``launch_int4_weight_mm``) and torch's paths: tinygemm (``torch._weight_int4pack_mm``, bf16 x) and
+dequantize + cuBLAS.
+
 Exactness: every decoded q − z is an exact small integer; the only roundings are the fp32 products
 and sums (and the output cast), so fp32 activations keep fp32 accuracy.
 
@@ -51,12 +56,14 @@ A quarter of fp16's weight bytes: the batch-1 GEMV is up to ~4x faster than fp16
 "Who Says Elephants Can't Run", as used by FasterTransformer and Marlin).
 """
 
+import weakref
 from typing import Optional
 
 import torch
 import triton
 import triton.language as tl
 
+from slimtorch.core import measured
 from slimtorch.core.checks import check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import m_bucket, max_tiles, splitk_counters, splitk_partials, store_splitk
@@ -72,7 +79,7 @@ from slimtorch.quant.dequant_mm import (
     launch_dequant_mm,
     split_plan,
 )
-from slimtorch.quant.formats import check_group_size, dequantize_int4, padded_k
+from slimtorch.quant.formats import check_group_size, dequantize_int4, padded_k, unpack_codes
 
 # M at or below: the CUDA-core GEMV. Its FMAs grow with M: sm_90a best config 4.7 (M = 1), 6.4 (M = 2) and 12.6
 # (M = 4, other configs spill) SASS instructions per weight, against 8.6 for the tl.dot kernel at any M <= 16.
@@ -572,6 +579,64 @@ def _check_int4_weight_mm(
     check_devices(x, qweight=qweight, scale=scale, zero=zero, bias=bias)
 
 
+def launch_int4_weight_mm(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    scale: torch.Tensor,
+    zero: torch.Tensor,
+    group_size: int,
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Our kernels (``int4_weight_mm.launcher``): the GEMVs up to GEMV_MAX_M rows, else the tile kernel."""
+    if x.shape[0] <= GEMV_MAX_M:
+        return launch_int4_gemv(x, qweight, scale, zero, group_size, bias)
+    return launch_dequant_mm(x, "int4", 4, qweight, scale, zero, bias, qweight.shape[1], group_size)
+
+
+# torch's tinygemm operands (``_convert_weight_to_int4pack``: two codes per byte, the even k in the high
+# nibble; scale-and-zero (K/G, N, 2) bf16 with w = (q − 8) · s + (8 − z) · s), built on first use per
+# qweight tensor and version, held (weakly: they go with the layer's buffer) only while chosen.
+_TINYGEMM: "weakref.WeakKeyDictionary[torch.Tensor, tuple]" = weakref.WeakKeyDictionary()
+TINYGEMM = "torch._weight_int4pack_mm"
+
+
+def tinygemm_operands(qweight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> tuple:
+    """(packed, scale_and_zero, inner_k_tiles) of torch's int4 GEMM for our layout (module doc)."""
+    k_pad, n = qweight.shape[0] * 8, qweight.shape[1]
+    if k_pad % 64 or n % 8:
+        raise ValueError(f"qweight: torch's int4 GEMM needs K % 64 == 0 and N % 8 == 0, got K = {k_pad}, N = {n}")
+    cached = _TINYGEMM.get(qweight)
+    if cached is not None and cached[0] == (qweight._version, scale.data_ptr(), zero.data_ptr()):
+        return cached[1]
+    codes = unpack_codes(qweight, 4, k_pad)  # (N, K_pad)
+    w_uint8 = ((codes[:, ::2] << 4) | codes[:, 1::2]).to(torch.uint8)
+    inner = 8 if k_pad % 256 == 0 else 4 if k_pad % 128 == 0 else 2
+    packed = torch._convert_weight_to_int4pack(w_uint8, inner)
+    s = scale.float()
+    scale_and_zero = torch.stack([s, (8.0 - zero.float()) * s], dim=-1).to(torch.bfloat16).contiguous()
+    operands = (packed, scale_and_zero, inner)
+    _TINYGEMM[qweight] = ((qweight._version, scale.data_ptr(), zero.data_ptr()), operands)
+    return operands
+
+
+def _torch_paths(x, qweight, scale, zero, group_size, bias) -> dict:
+    """torch's ways to the same product, for dispatch by measurement: its int4 GEMM (tinygemm, bf16
+    x, K = K_pad) and dequantize + cuBLAS."""
+
+    def tinygemm() -> torch.Tensor:
+        if x.dtype != torch.bfloat16 or x.shape[1] != qweight.shape[0] * 8:
+            raise TypeError(f"x: torch's int4 GEMM takes bf16 x with K = K_pad, got {x.dtype}, K = {x.shape[1]}")
+        packed, scale_and_zero, _ = tinygemm_operands(qweight, scale, zero)
+        y = torch._weight_int4pack_mm(x, packed, group_size, scale_and_zero)
+        return y if bias is None else y + bias.to(x.dtype)
+
+    def dequant_linear() -> torch.Tensor:
+        w = dequantize_int4(qweight, scale, zero, group_size, dtype=x.dtype, k=x.shape[1])
+        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+    return {TINYGEMM: tinygemm, "torch dequant+F.linear": dequant_linear}
+
+
 @kernel_op(
     "slimtorch::int4_weight_mm", reference="int4_weight_mm_reference", check=_check_int4_weight_mm, row_input="x"
 )
@@ -583,10 +648,20 @@ def int4_weight_mm(
     group_size: int,
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """x (M, K) · dequant(qweight (K/8, N), scale, zero (K/G, N))ᵀ + bias → (M, N) in x's dtype."""
-    if x.shape[0] <= GEMV_MAX_M:
-        return launch_int4_gemv(x, qweight, scale, zero, group_size, bias)
-    return launch_dequant_mm(x, "int4", 4, qweight, scale, zero, bias, qweight.shape[1], group_size)
+    """x (M, K) · dequant(qweight (K/8, N), scale, zero (K/G, N))ᵀ + bias → (M, N) in x's dtype. On CUDA,
+    our kernel or torch's path, whichever measured faster for this shape bucket (core.measured)."""
+    candidates = {
+        "triton": lambda: launch_int4_weight_mm(x, qweight, scale, zero, group_size, bias),
+        **_torch_paths(x, qweight, scale, zero, group_size, bias),
+    }
+    key = (*measured.gemm_key(x, qweight.shape[1], x.shape[1]), group_size)
+    out = measured.run("slimtorch::int4_weight_mm", key, candidates, x)
+    if qweight in _TINYGEMM and measured.chosen("slimtorch::int4_weight_mm", key, x) != TINYGEMM:
+        del _TINYGEMM[qweight]  # built for the trial only
+    return out
+
+
+int4_weight_mm.launcher = launch_int4_weight_mm  # benchmarks and the static report time our kernels themselves
 
 
 def int4_weight_mm_reference(

@@ -13,7 +13,8 @@ The first call of an (op, device, key) times every candidate with ``triton.testi
 medians (the L2 flushed between repetitions) on the call's own inputs, keeps the fastest, and
 caches the choice; later calls of the same bucket run the choice directly (one dict lookup). A
 candidate that raises (torch's path does not exist for this shape, dtype or GPU; our kernel fails
-to compile) or returns a tensor of another shape/dtype than the kernel's is never chosen; ties go to
+to compile), returns a tensor of another shape/dtype than the kernel's, or numbers that differ from
+the kernel's by more than ``AGREEMENT`` (a torch operand laid out wrong) is never chosen; ties go to
 the earlier candidate (ours). The batch enters the key bucketed (``core.gemm.m_bucket``, as in the
 autotune keys), N and K exactly.
 
@@ -230,7 +231,9 @@ class Measurer:
                     expected = signature
                 elif signature != expected:
                     raise TypeError(f"returned {signature}, expected {expected} like the other candidates")
-            except Exception as err:  # a path that does not exist here is never chosen
+                elif mode == "measure":
+                    _check_agreement(out, outputs[ok[0]], ok[0])
+            except Exception as err:  # a path that does not exist here (or computes something else) is never chosen
                 errors[name] = f"{type(err).__name__}: {str(err)[:200]}"
                 continue
             ok.append(name)
@@ -298,6 +301,29 @@ class Measurer:
             times = ", ".join(f"{n} {'-' if t is None else f'{t:.4f} ms'}" for n, t in c.times_ms.items())
             lines.append(f"{op} [{dev}] {key}: {c.choice} ({c.how}{'; ' + times if times else ''})")
         return lines
+
+
+# A candidate whose output differs from the first candidate's (ours) by more than this (‖a − b‖/‖b‖ over
+# the entries finite in both, and the same non-finite entries) computes something else: a torch path
+# whose operand layout we got wrong, say. Loose enough for another accumulation order and fp16/bf16
+# roundings of the weights (~1e-3), tight enough for any layout or indexing error (~1).
+AGREEMENT = 0.05
+
+
+def _check_agreement(out: Any, first: Any, first_name: str) -> None:
+    """Raise ValueError when ``out`` does not compute what ``first`` does (see AGREEMENT)."""
+    if isinstance(out, (tuple, list)):
+        for a, b in zip(out, first, strict=True):
+            _check_agreement(a, b, first_name)
+        return
+    a, b = out.detach().double(), first.detach().double()
+    finite = a.isfinite()
+    if not torch.equal(finite, b.isfinite()):
+        raise ValueError(f"non-finite entries differ from {first_name}'s")
+    a, b = a[finite], b[finite]
+    diff = float((a - b).norm() / b.norm().clamp_min(1e-300)) if b.numel() else 0.0
+    if not diff <= AGREEMENT:
+        raise ValueError(f"relative difference {diff:.3g} from {first_name}'s output (> {AGREEMENT})")
 
 
 def _key_string(key: tuple) -> str:
