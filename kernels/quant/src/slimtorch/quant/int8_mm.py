@@ -1,9 +1,11 @@
 """int8 weight-only GEMM: ``y = x · (q · s)ᵀ (+ bias)`` for fp16/bf16/fp32 activations.
 
 Weights (:func:`slimtorch.quant.formats.quantize_int8`): ``qweight (N, K) int8`` in [−127, 127],
-K contiguous, and per-output-channel ``scale (N,)``. The kernel (``dequant_mm``, FORMAT "int8")
-feeds q to the tensor cores unscaled (integers ≤ 127 are exact in fp16 and bf16) and multiplies
-the fp32 accumulator by s_n once in the epilogue: y[m, n] = s_n · Σ_k x[m, k] q[n, k] + b[n].
+K contiguous, and per-output-channel ``scale (N,)``. M ≤ ``dequant_gemv.GEMV_MAX_M["int8"]`` (decode) runs
+the CUDA-core GEMV (:mod:`slimtorch.quant.dequant_gemv`: 16 k per 16-byte load, one ``I2F`` and one FMA
+per weight, no shared memory); larger M the tile kernel (``dequant_mm``, FORMAT "int8"), which
+feeds q to the tensor cores unscaled (integers ≤ 127 are exact in fp16 and bf16). Both multiply
+the fp32 sum by s_n once in the epilogue: y[m, n] = s_n · Σ_k x[m, k] q[n, k] + b[n].
 Half the weight bytes of fp16, so at batch 1 (memory-bound) up to 2x faster than an fp16 GEMV.
 """
 
@@ -15,6 +17,7 @@ from slimtorch.core import measured
 from slimtorch.core.checks import check_tensor
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference
+from slimtorch.quant.dequant_gemv import GEMV_MAX_M, launch_dequant_gemv
 from slimtorch.quant.dequant_mm import (
     check_activation,
     check_bias,
@@ -51,7 +54,9 @@ def _check_int8_weight_mm(
 def launch_int8_weight_mm(
     x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bias: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
-    """Our kernel (``int8_weight_mm.launcher``)."""
+    """Our kernel (``int8_weight_mm.launcher``): the GEMV for M <= GEMV_MAX_M["int8"], else the tile kernel."""
+    if x.shape[0] <= GEMV_MAX_M["int8"]:
+        return launch_dequant_gemv(x, "int8", 8, qweight, scale, None, bias, qweight.shape[0])
     return launch_dequant_mm(x, "int8", 8, qweight, scale, None, bias, qweight.shape[0])
 
 

@@ -8,18 +8,23 @@ padded with code 0), with per-output-channel values ``pos_scale (N,)`` and ``neg
     2 bits  t = (c ^ 2) − 2 ∈ {−1, 0, +1}   (two's complement; TWN: pos = neg, TTQ: pos ≠ neg)
     W[n, k] = pos_n if t = +1, −neg_n if t = −1, 0 if t = 0
 
-The kernel (``dequant_mm``, FORMAT "lowbit") loads each word once, expands its P codes in
+M ≤ ``dequant_gemv.GEMV_MAX_M["lowbit"]`` runs the CUDA-core GEMV (:mod:`slimtorch.quant.dequant_gemv`:
+per-lane sums of x over the +1 and the −1 codes, pos/neg applied once after the K loop); larger M the
+tile kernel (``dequant_mm``, FORMAT "lowbit"), which loads each word once, expands its P codes in
 registers, selects ±scale and feeds the tile to ``tl.dot``. 16x (1 bit) or 8x (2 bits) fewer
-weight bytes than fp16: at batch 1 the GEMV is bound by reading the activations and the codes.
+weight bytes than fp16. On CUDA the op runs our kernel or dequantize + ``F.linear``, whichever
+measured faster for the shape bucket (:mod:`slimtorch.core.measured`).
 """
 
 from typing import Optional
 
 import torch
 
+from slimtorch.core import measured
 from slimtorch.core.checks import check_choice, check_tensor
 from slimtorch.core.library import kernel_op
 from slimtorch.core.reference import compute_dtype, linear_reference
+from slimtorch.quant.dequant_gemv import GEMV_MAX_M, launch_dequant_gemv
 from slimtorch.quant.dequant_mm import (
     check_activation,
     check_bias,
@@ -55,6 +60,19 @@ def _check_lowbit_weight_mm(
     check_devices(x, qweight=qweight, pos_scale=pos_scale, neg_scale=neg_scale, bias=bias)
 
 
+def launch_lowbit_weight_mm(
+    x: torch.Tensor,
+    qweight: torch.Tensor,
+    pos_scale: torch.Tensor,
+    neg_scale: torch.Tensor,
+    bits: int,
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Our kernel (``lowbit_weight_mm.launcher``): the GEMV for M <= GEMV_MAX_M["lowbit"], else the tile kernel."""
+    launch = launch_dequant_gemv if x.shape[0] <= GEMV_MAX_M["lowbit"] else launch_dequant_mm
+    return launch(x, "lowbit", bits, qweight, pos_scale, neg_scale, bias, qweight.shape[1])
+
+
 @kernel_op(
     "slimtorch::lowbit_weight_mm",
     reference="lowbit_weight_mm_reference",
@@ -69,8 +87,23 @@ def lowbit_weight_mm(
     bits: int,
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """x (M, K) · W(qweight, pos_scale, neg_scale)ᵀ + bias → (M, N); ``bits`` 1 (binary) or 2 (ternary)."""
-    return launch_dequant_mm(x, "lowbit", bits, qweight, pos_scale, neg_scale, bias, qweight.shape[1])
+    """x (M, K) · W(qweight, pos_scale, neg_scale)ᵀ + bias → (M, N); ``bits`` 1 (binary) or 2 (ternary).
+    On CUDA, our kernel or dequantize + F.linear, whichever measured faster (core.measured)."""
+    k = x.shape[1]
+
+    def dequant_linear() -> torch.Tensor:
+        w = dequantize_lowbit(qweight, pos_scale, neg_scale, bits, k, dtype=x.dtype)
+        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+    candidates = {
+        "triton": lambda: launch_lowbit_weight_mm(x, qweight, pos_scale, neg_scale, bits, bias),
+        "torch dequant+F.linear": dequant_linear,
+    }
+    key = (*measured.gemm_key(x, qweight.shape[1], k), bits)
+    return measured.run("slimtorch::lowbit_weight_mm", key, candidates, x)
+
+
+lowbit_weight_mm.launcher = launch_lowbit_weight_mm  # benchmarks and the static report time our kernel itself
 
 
 def lowbit_weight_mm_reference(
