@@ -113,6 +113,7 @@ MM_CONFIGS = autotune_configs(
     [
         _mm_config(32, 32, 64, 4, 2),
         _mm_config(16, 64, 64, 4, 3),
+        _mm_config(16, 128, 64, 4, 3),  # M = 16: 9.97 instr/weight, ceiling 0.945 of HBM, 190 regs (sm_90a)
         _mm_config(32, 64, 128, 4, 3),
         _mm_config(64, 64, 64, 4, 4),
         _mm_config(64, 128, 64, 4, 3),

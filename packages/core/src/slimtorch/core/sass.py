@@ -221,20 +221,54 @@ BUDGETS: dict[str, dict[str, float]] = {
         "max_regs": 138,
         "target_min_static_ceiling": 0.80,  # of HBM (met)
     },
-    # the tile kernel at M = 16 without its spilling 16x64x128 config: 12.0 instr/weight, ceiling 0.76, 255 regs
-    "sparse 2:4 gemv _sparse24_mm_kernel": {"max_instr_per_weight": 12.8, "min_static_ceiling": 0.70, "max_regs": 255},
+    # the tile kernel at M = 16 with its 16x128x64 config (2026-12-01): 9.97 instr/weight, ceiling 0.94-0.98, 190 regs
+    # (triton 3.6: 11.12, 0.86-0.88, 184); was 12.0 / 0.76 / 255 without the spilling 16x64x128 config
+    "sparse 2:4 gemv _sparse24_mm_kernel": {
+        "max_instr_per_weight": 11.8,
+        "min_static_ceiling": 0.80,
+        "max_regs": 208,
+        "target_min_static_ceiling": 0.80,  # of HBM (met)
+    },
     # M > 16: SparseLinear24 runs cuSPARSELt (or mma.sp), the tile kernel only for fp32 / shapes those reject.
     # Without the spilling 128x256 config, M = 2048 reaches 21.9 instr/weight and a 0.35 ceiling (M = 64, 256 not
     # re-measured).
     "sparse 2:4 gemm _sparse24_mm_kernel": {"max_instr_per_weight": 23.3, "min_static_ceiling": 0.32, "max_regs": 255},
     "sparse bsr-50% gemv _bsr_mm_kernel": {"max_instr_per_weight": 2.2, "min_static_ceiling": 0.93, "max_regs": 56},
     "sparse bsr-50% gemm _bsr_mm_kernel": {"max_instr_per_weight": 2.7, "min_static_ceiling": 0.93, "max_regs": 64},
-    # instr/output counts every instruction once (an upper bound). The worst layers (C58, C72: channel counts that
-    # are no multiple of 16) reach 139 instr/output and a 0.25 ceiling; the gated C144 layer 59.6 and 0.59.
+    # convops (issue 10 item 5), set 2026-12-01 from benchmarks/static/sm_90a-convops.json (triton 3.9, fp16,
+    # channels_last, batch 1 and 256). instr/output counts every instruction once (an upper bound). Depthwise
+    # forward on 2-D pixel tiles with fp32 (k,k,C) weight rows and channel vectors for any C: 3x3 layers 46.9
+    # (C32, C144) to 74.3 instr/output (C58, whose 116-byte pixel pitch allows 4-byte loads only), ceiling 0.50
+    # (C58 28²) to 1.00, 122-162 regs (was 130-159 instr/output and 0.22-0.27 for C58/72/116/232, scalar loads).
+    # 5x5 (C120 28²): 123.8 and 0.29, 255 regs, no spills (was 354, 0.10, 46-48 spills). Shapes outside that
+    # report (other 5x5 layers) were not recompiled.
     "convops depthwise conv _depthwise_fwd_kernel": {
-        "max_instr_per_output": 147.9,
-        "min_static_ceiling": 0.23,
-        "max_regs": 144,
+        "max_instr_per_output": 78.0,
+        "min_static_ceiling": 0.47,
+        "max_regs": 172,
+    },
+    "convops depthwise conv-k5 _depthwise_fwd_kernel": {
+        "max_instr_per_output": 130.0,
+        "min_static_ceiling": 0.27,
+        "max_regs": 255,
+    },
+    # the grouped 3x3 shift (the depthwise kernel without weight): 25.8-33.6 instr/output, 1.00 of HBM, 40 regs
+    "convops shift conv _depthwise_fwd_kernel": {
+        "max_instr_per_output": 36.0,
+        "min_static_ceiling": 0.93,
+        "max_regs": 48,
+    },
+    # ShuffleNetV2's groups = 2 shuffles (equal halves): both halves as vectors, tl.interleave, vector stores:
+    # 13.8-17.2 instr/output, 1.00 of HBM, 26-31 regs (the gather before: 36-71 and 0.50-0.98)
+    "convops channel_shuffle conv _interleave_kernel": {
+        "max_instr_per_output": 18.2,
+        "min_static_ceiling": 0.93,
+        "max_regs": 36,
+    },
+    "convops shuffle_concat conv _interleave_kernel": {
+        "max_instr_per_output": 18.2,
+        "min_static_ceiling": 0.93,
+        "max_regs": 36,
     },
     # several configs spill (up to 311 STL/LDL); the best config for ShuffleNet's 58->58 spills (50, 255 regs)
     "convops pointwise conv _pointwise_fwd_kernel": {
@@ -242,6 +276,7 @@ BUDGETS: dict[str, dict[str, float]] = {
         "min_static_ceiling": 0.28,
         "max_regs": 255,
     },
+    # the per-element gather (any other groups; no case in the table since ShuffleNetV2 interleaves)
     "convops channel_shuffle conv _channel_gather_kernel": {
         "max_instr_per_output": 52.0,
         "min_static_ceiling": 0.68,
