@@ -179,6 +179,40 @@ BUDGETS: dict[str, dict[str, float]] = {
         "min_static_ceiling": 0.65,
         "max_regs": 138,
     },
+    # The weight-only CUDA-core GEMV (quant.dequant_gemv._dequant_gemv_kernel, M <= GEMV_MAX_M: int8 1, lowbit 2,
+    # codebook 2, pow2 1), set 2026-12-01 from benchmarks/static/sm_90a-gemv.json (triton 3.9, M = 1, K = N = 4096;
+    # M = 2 / 4 in sm_90a-gemv-m.json): worst best-config row +6% instructions, -7% ceiling, +8% registers. No spills,
+    # LDG.E.128 word loads. Was (tl.dot kernel at M = 1): int8 4.71 / 1.00, ternary 9.13 / 0.23, binary 4.89 / 0.20,
+    # codebook-4bit 7.58 / 0.52, pow2 9.31 / 0.87. The 1-2 bit formats stay issue-bound (one or two fp32 FMAs per
+    # weight against 0.125-0.25 bytes), codebook by its per-weight L1 gather (address, LDG, FMA).
+    "quant int8 gemv _dequant_gemv_kernel": {  # 3.38 instr/weight, ceiling 1.00, 126 regs
+        "max_instr_per_weight": 3.6,
+        "min_static_ceiling": 0.93,
+        "max_regs": 136,
+        "target_min_static_ceiling": 0.85,  # of HBM (met)
+    },
+    "quant ternary-2bit gemv _dequant_gemv_kernel": {  # 6.35, 0.35, 146 regs
+        "max_instr_per_weight": 6.8,
+        "min_static_ceiling": 0.32,
+        "max_regs": 158,
+        "target_min_static_ceiling": 0.85,  # of HBM (not met)
+    },
+    "quant binary-1bit gemv _dequant_gemv_kernel": {  # 3.95, 0.28, 32 regs
+        "max_instr_per_weight": 4.2,
+        "min_static_ceiling": 0.26,
+        "max_regs": 35,
+    },
+    "quant codebook-4bit gemv _dequant_gemv_kernel": {  # 5.59, 0.76, 100 regs
+        "max_instr_per_weight": 5.95,
+        "min_static_ceiling": 0.70,
+        "max_regs": 108,
+        "target_min_static_ceiling": 0.85,  # of HBM (not met)
+    },
+    "quant pow2-5bit gemv _dequant_gemv_kernel": {  # 9.34, 0.94, 162 regs
+        "max_instr_per_weight": 9.9,
+        "min_static_ceiling": 0.87,
+        "max_regs": 175,
+    },
     # product quantization (d = 4, C = 16), set 2026-12-01 from benchmarks/static/sm_90a-pq.json (triton 3.9): the
     # gather-add issues 6 instructions per table entry; 1.63 instr/weight at M = 1 (ceiling 0.70-0.75 of HBM), 2.45 per
     # 2-row program at M = 16..2048 (ceiling 0.80 of the dense fp32 FMA roofline), 40 / 56 regs, no spills.
