@@ -15,7 +15,8 @@ from slimtorch.core import sass
 GATED = [
     "quant int4-g128 M=1 K=4096 N=4096",
     "sparse 2:4 M=1 K=4096 N=4096",
-    "convops depthwise mobilenet_v2 dw3x3/s1 C144 56² batch 1",
+    "convops depthwise mobilenet_v3_large dw3x3/s1 C72 56² batch 1",  # C % 16 != 0: channel vectors (VEC = 8)
+    "convops channel_shuffle shufflenet_v2_x1_0 C116 28² batch 1",
 ]
 
 
@@ -54,6 +55,14 @@ def test_runtime_specialisation_is_captured(gate):
     # ints equal to 1 become constants: the 2:4 GEMV's unit stride of x
     sparse = [r for r in rows if r["kernel"].startswith("sparse 2:4") and r.get("specialised_to_1")]
     assert sparse and all("stride_xk" not in r["divisible_by_16"] for r in sparse)
+
+
+def test_convops_load_channel_vectors(gate):
+    _, rows = gate  # C = 72 (no multiple of 16): 16-byte loads of x and of the fp32 (k, k, C) weight rows
+    (depthwise,) = [r for r in rows if r.get("function") == "_depthwise_fwd_kernel" and r.get("best")]
+    assert depthwise["vector_loads"].get("LDG.128") and depthwise["spills"] == 0
+    (shuffle,) = [r for r in rows if r.get("function") == "_interleave_kernel" and r.get("best")]
+    assert shuffle["vector_loads"].get("STG.64")  # 116 output channels: 8-byte stores of interleaved pairs
 
 
 def test_cuda_sources_are_read(gate):

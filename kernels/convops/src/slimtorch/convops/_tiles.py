@@ -1,7 +1,9 @@
 """The program -> tile maps of the per-image [pixels × channels] kernels (depthwise, shuffle; private).
 
-Grid axis 0 enumerates (image, tile of BLOCK_P pixels of that image), axis 1 tiles of BLOCK_C
-channels; pixels are the row-major positions of an H×W (or OH×OW) image.
+:func:`image_tile` (the depthwise input gradient): grid axis 0 enumerates (image, tile of BLOCK_P
+pixels of that image), axis 1 tiles of BLOCK_C channels; pixels are the row-major positions of an
+H×W (or OH×OW) image. :func:`pixel_tile` (the depthwise forward, the shuffles): 2-D BLOCK_H × BLOCK_W
+pixel blocks instead.
 """
 
 import triton

@@ -23,13 +23,30 @@ grad_x is a gather over the taps (no atomics); grad_w a per-channel reduction ov
 across programs (slimtorch.core.gemm: fp32 partials (splits × taps × C) that the last split of each
 channel tile sums in order, in the same launch: deterministic).
 
-Layout: any strides (NCHW, NHWC = channels_last, or other). A program owns a
-[BLOCK_P pixels × BLOCK_C channels] tile of one image; the compiler vectorises along whichever is
-contiguous (C for channels_last, the layout these kernels are tuned for; W for NCHW). The
-output takes the input's memory format. Weights (C·M, 1, KH, KW) contiguous; fp32 accumulation.
-Kernel sizes 1..MAX_KERNEL_SIZE (the tap loops are unrolled). Autotune keys (``slimtorch.core.gemm``):
-the sizes bucketed (``*_BUCKET``) and the layout, so a new batch size or resolution in the same bucket
-reuses the tuned config.
+Layout: any strides (NCHW, NHWC = channels_last, or other); the output takes the input's memory
+format; fp32 accumulation. The forward, tuned for channels_last:
+
+- tiles: a program owns BLOCK_H × BLOCK_W output pixels (a 2-D block: a k×k stencil reads its
+  (BLOCK_H+k−1)(BLOCK_W+k−1) halo once, from L1) × BLOCK_C channels of one image
+  (``_tiles.pixel_tile``; the block's rows and columns are shifts and masks of constexprs);
+- weights: the (C·M, 1, KH, KW) parameter stays torch's (state_dicts, timm); the kernel reads an
+  fp32 (KH, KW, C_pad) copy (``_layout.depthwise_weight_kkc``: one zero-padded row of channels per tap,
+  C_pad a multiple of 16), so a tap's weights for a thread's channels are one or two 16-byte loads
+  shared by all its pixels (not one scalar load per channel and tap). ``DepthwiseConv2d`` caches the
+  copy (keyed on the weight's storage and version counter); the launcher derives it when not given;
+- vectors: with contiguous channels, every stride but the channel stride is passed divided by VEC
+  (``_layout.channel_vector``: the largest power of two ≤ 16 bytes dividing C and the strides) and
+  multiplied back by the constexpr VEC, so the compiler proves each pixel's channel run VEC-aligned
+  for any C (the runtime marks only multiples of 16): C = 72, 120, 144, 232 in fp16 load and store
+  16 bytes, 116 8 bytes, 58 4 bytes (a 116-byte pixel pitch admits no wider access); the channel
+  tail is masked in whole vectors. NCHW gets VEC = 1 (W is contiguous, taps shift it by one).
+
+On a GPU the op runs our kernel or cuDNN (F.conv2d(groups=C) + the epilogue in torch), whichever
+measured faster for the shape bucket (``slimtorch.core.measured``; ``depthwise_conv2d.launcher`` is
+always our kernel). The input-gradient kernel tiles 1-D runs of BLOCK_P pixels; the weight
+gradient reads (C·M, 1, KH, KW) weights' shape only. Kernel sizes 1..MAX_KERNEL_SIZE (the tap loops
+are unrolled). Autotune keys (``slimtorch.core.gemm``): the sizes bucketed (``*_BUCKET``) and the
+layout, so a new batch size or resolution in the same bucket reuses the tuned config.
 """
 
 from typing import Optional

@@ -8,7 +8,9 @@ Every shift reads  y[n, c, h, w] = x[n, c, h + dy_c, w + dx_c]  (zero outside th
   ``index_maps.grouped_shift_offsets``; the sparse shift of Chen et al. 2019 ("All you need is a few
   shifts") learned offsets that are mostly (0, 0). Default GPU path: ``depthwise_conv2d`` with a
   weightless 1x1 stencil at per-channel offsets (one read and one write per element, Triton);
-  its backward is that op's input gradient (the shift by the negated offsets). The CUDA C kernel
+  its backward is that op's input gradient (the shift by the negated offsets). Its stores are
+  channel vectors (the depthwise kernel's VEC); its loads stay per element, since the per-channel
+  offsets change at group boundaries that are no multiple of a vector (C = 64, k = 3: 8, 15, 22, ...). The CUDA C kernel
   ``cuda/shift.cu`` (16-byte moves of channel groups that share an offset, channels_last) is
   OPT-IN — ``backend="cuda"`` or ``SLIMTORCH_BACKEND=cuda`` (core's backend rule) — until
   verified on a GPU; it compiles in CI for sm_80 / sm_90. Fused into the following 1x1 conv the shift costs no

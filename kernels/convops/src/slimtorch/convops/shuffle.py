@@ -10,10 +10,19 @@ Math: with ``g`` groups over C channels, output channel ``c`` reads input channe
 C_a = C_b it interleaves a and b (ShuffleNet V2 unit). The inverse of a shuffle with g groups is
 the shuffle with C/g groups (the backward pass).
 
-Layout: any strides; a program copies a [BLOCK_P pixels × BLOCK_C channels] tile of one image,
-vectorised along the output's contiguous dimension (C for channels_last, W for NCHW). The output
-takes the memory format of the (first) input. Autotune key (``slimtorch.core.gemm``): C,
-H·W bucketed and the layout.
+Layout: any strides; the output takes the memory format of the (first) input. A program copies
+BLOCK_H × BLOCK_W pixels (``_tiles.pixel_tile``) of one image:
+
+- groups = 2 over two equal halves (ShuffleNet V2's concat + shuffle, and ``channel_shuffle(x, 2)``,
+  whose halves are x's two channel halves): output channels 2j, 2j+1 are a[j], b[j]; both halves load
+  BLOCK_J consecutive channels as vectors, ``tl.interleave`` pairs them in registers and the 2·BLOCK_J
+  output channels store as vectors (``_interleave_kernel``);
+- any other groups: a per-element gather from src(c), stored as vectors (``_channel_gather_kernel``).
+
+Vector widths for any C: with contiguous channels every stride but the channel stride is passed
+divided by the channel vector (``_layout.channel_vector``) and multiplied back by the constexpr, as
+in ``slimtorch.convops.depthwise``. Autotune key (``slimtorch.core.gemm``): C, H·W bucketed, the
+layout and the vector widths.
 """
 
 from typing import Optional

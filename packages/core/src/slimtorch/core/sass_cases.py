@@ -230,7 +230,7 @@ def convops_cases(quick: bool = False) -> Iterator[Case]:
                 f"{s.model} dw{s.kernel}x{s.kernel}/s{s.stride} C{s.channels} {s.size}² batch {batch}",
                 {"batch": batch, "C": s.channels, "H": s.size, "kernel": s.kernel, "stride": s.stride},
                 run,
-                "conv",
+                "conv" if s.kernel <= 3 else "conv-k5",  # 5x5 layers: 25 taps, their own budget row
                 nbytes=2.0 * (batch * s.channels * s.size**2 + outputs + s.channels * (s.kernel**2 + 1)),
                 flops=2.0 * outputs * s.kernel**2,
                 outputs=outputs,
