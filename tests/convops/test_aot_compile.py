@@ -16,4 +16,5 @@ def test_triton_kernels_compile_for_sm90():
         "_pointwise_fwd_kernel",
         "_pointwise_grad_weight_kernel",
         "_channel_gather_kernel",
+        "_interleave_kernel",
     } <= set(summary.split(": ", 1)[1].split(", ")), summary
