@@ -103,17 +103,19 @@ def test_int4_gemv_inline_ptx_matches_the_pure_triton_twin():
 # --- fp16 x at M = 1: _int4_gemv_f16_kernel (fp16x2 products, 8-term fp16 sums, p = 2^e per program) ---
 # (K, N, group, bias). The interpreter's config is BLOCK_N = 128 (BLOCK_KW = 16 word rows).
 F16_CASES = [
-    (512, 128, 128, False),  # EVEN, split-K on the interpreter's 4 SMs
-    (256, 45, 128, True),  # masked channels
-    (200, 70, 32, True),  # K pads to 224: masked x and word rows; a group per 4 word rows
-    (96, 131, 64, False),  # K pads to 128; a group per 8 word rows
-    (1030, 33, 32, True),  # K % 8 != 0 (pads to 1056), split-K
+    (1, 512, 128, 128, False),  # EVEN, split-K on the interpreter's 4 SMs
+    (1, 256, 45, 128, True),  # masked channels
+    (2, 200, 70, 32, True),  # K pads to 224: masked x and word rows; a group per 4 word rows
+    (1, 96, 131, 64, False),  # K pads to 128; a group per 8 word rows
+    (2, 1030, 33, 32, True),  # K % 8 != 0 (pads to 1056), split-K
+    (3, 256, 128, 128, True),  # BLOCK_M = 4 > M: masked x rows; half-height tiles (BLOCK_KW = 8)
+    (4, 320, 37, 64, False),
 ]
 
 
-@pytest.mark.parametrize(("k", "n", "group_size", "with_bias"), F16_CASES)
-def test_int4_gemv_f16_matches_reference(device, k, n, group_size, with_bias):
-    x = activations(1, k, torch.float16, device, seed=k + n)
+@pytest.mark.parametrize(("m", "k", "n", "group_size", "with_bias"), F16_CASES)
+def test_int4_gemv_f16_matches_reference(device, m, k, n, group_size, with_bias):
+    x = activations(m, k, torch.float16, device, seed=k + n)
     assert int4_mm.uses_f16_gemv(x, group_size)
     bias = randn((n,), device=device, seed=n) if with_bias else None
     assert_matches_reference(int4_weight_mm, x, *_packed(n, k, group_size, device, seed=k), group_size, bias=bias)
@@ -155,7 +157,9 @@ def test_int4_gemv_f16_is_chosen_only_where_it_applies():
     x = torch.zeros(1, 64, dtype=torch.float16)
     assert int4_mm.uses_f16_gemv(x, 32)
     assert not int4_mm.uses_f16_gemv(x.bfloat16(), 32)  # bf16 / fp32: fp32 products
-    assert not int4_mm.uses_f16_gemv(torch.zeros(2, 64, dtype=torch.float16), 32)
+    assert int4_mm.uses_f16_gemv(torch.zeros(int4_mm.F16_GEMV_MAX_M, 64, dtype=torch.float16), 32)
+    assert not int4_mm.uses_f16_gemv(torch.zeros(int4_mm.F16_GEMV_MAX_M + 1, 64, dtype=torch.float16), 32)
+    assert not int4_mm.uses_f16_gemv(torch.zeros(2, 65, dtype=torch.float16)[:, :64], 32)  # odd row stride
     assert not int4_mm.uses_f16_gemv(torch.zeros(1, 63, dtype=torch.float16), 32)  # read as int32 pairs
     assert not int4_mm.uses_f16_gemv(torch.zeros(1, 65, dtype=torch.float16)[:, 1:], 32)  # 2-byte aligned
     assert not int4_mm.uses_f16_gemv(x, 8)  # rows r, r + 1 must share a group
@@ -176,42 +180,59 @@ def test_int4_gemv_f16_every_config(index):
 
 
 _TTGIR_OF_THE_F16_GEMV = """
-from slimtorch.core import sass_cases
+import sys
+import torch
 from slimtorch.core.capture import capture
-case = next(c for c in sass_cases.quant_cases(quick=True) if c.name == "quant int4-g128" and "M=1 " in c.shape)
-with capture() as launches:
-    case.run()
+from slimtorch.quant import int4_mm
+m, k, n = int(sys.argv[1]), 4096, 4096
+with capture() as launches:  # fake CUDA tensors: the launcher's real specialisation, compiled for sm_90a
+    x = torch.empty(m, k, dtype=torch.float16, device="cuda")
+    q = torch.empty(k // 8, n, dtype=torch.int32, device="cuda")
+    s = torch.empty(k // 128, n, dtype=torch.float16, device="cuda")
+    z = torch.empty(k // 128, n, dtype=torch.uint8, device="cuda")
+    int4_mm.launch_int4_weight_mm(x, q, s, z, 128)
 launch = next(x for x in launches if x.name == "_int4_gemv_f16_kernel" and x.config_index == 0)
 print(launch.compile().asm["ttgir"])
 """
 
 
-def test_int4_gemv_f16_inline_ptx_gets_four_adjacent_channels():
+@pytest.mark.parametrize("m", [1, int4_mm.F16_GEMV_MAX_M])
+def test_int4_gemv_f16_inline_ptx_gets_four_adjacent_channels(m):
     """The PTX takes 4 elements per call (pack = 4) and re-pairs x once for them, so it relies on each
     call's 4 elements being 4 adjacent channels of one row: the blocked layout of the operands must hold
     4 contiguous columns per thread, N fastest. Read from the TTGIR of the sm_90a build (no GPU needed;
     compiled in a subprocess, outside the interpreter, as the static report does)."""
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")}
     run = subprocess.run(
-        [sys.executable, "-c", _TTGIR_OF_THE_F16_GEMV], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", _TTGIR_OF_THE_F16_GEMV, str(m)], env=env, capture_output=True, text=True, timeout=600
     )
     assert run.returncode == 0, run.stderr[-3000:]
     ttgir = run.stdout.splitlines()
     asm = [line for line in ttgir if "elementwise_inline_asm" in line]
     assert len(asm) == 1, asm  # (the printer elides the asm text and its attributes)
-    layout = re.search(r"tensor<\d+x\d+xf32, (#\w+)>", asm[0].split("->")[-1]).group(1)
+    layout = re.search(r"tensor<[\dx]+xf32, (#\w+)>", asm[0].split("->")[-1]).group(1)
     definition = next(line for line in ttgir if line.startswith(f"{layout} = "))
-    assert "sizePerThread = [1, 4]" in definition and "order = [1, 0]" in definition, definition
+    size = [int(v) for v in re.search(r"sizePerThread = \[([\d, ]+)\]", definition).group(1).split(",")]
+    order = [int(v) for v in re.search(r"order = \[([\d, ]+)\]", definition).group(1).split(",")]
+    assert size[-1] == 4 and all(v == 1 for v in size[:-1]) and order[0] == len(size) - 1, definition
 
 
 @pytest.mark.gpu
-def test_int4_gemv_f16_inline_ptx_matches_the_pure_triton_twin():
+@pytest.mark.parametrize("m", [1, 2, 4])
+def test_int4_gemv_f16_inline_ptx_matches_the_pure_triton_twin(m):
+    """On a GPU the kernel runs its inline PTX (ASM=True); the interpreter tests the pure-Triton twin. Both
+    run here on the same inputs (one split) and must agree to a few fp16 roundings, and match the reference."""
     q, s, z = _packed(4096 + 64, 4096, 128, "cuda")
-    x = activations(1, 4096, torch.float16, "cuda", seed=9)
+    x = activations(m, 4096, torch.float16, "cuda", seed=9)
     assert_matches_reference(int4_weight_mm, x, q, s, z, 128)
-    twin = torch.empty(1, q.shape[1], dtype=torch.float16, device="cuda")
-    int4_mm._int4_gemv_f16[(triton.cdiv(q.shape[1], 128), 1)](
-        x[0].view(torch.int32), q, s, z, q, twin, twin, twin, q.shape[1], 4096, q.shape[0], q.shape[0],
-        GROUP_SIZE=128, HAS_BIAS=False, SPLIT=False, BLOCK_KW=int4_mm.F16_BLOCK_KW, ASM=False,
-    )  # fmt: skip
-    assert_rel_close(int4_weight_mm(x, q, s, z, 128), twin, 4 * unit_roundoff(torch.float16))
+    n, kw = q.shape[1], q.shape[0]
+    outs = []
+    for asm in (True, False):
+        out = torch.full((m, n), float("nan"), dtype=torch.float16, device="cuda")
+        int4_mm._int4_gemv_f16[(triton.cdiv(n, 128), 1)](
+            x.view(torch.int32), q, s, z, q, out, out, out, m, n, 4096, kw, kw, x.stride(0) // 2, out.stride(0),
+            GROUP_SIZE=128, HAS_BIAS=False, SPLIT=False, BLOCK_M=triton.next_power_of_2(m),
+            BLOCK_KW=int4_mm.F16_BLOCK_KW if m <= 2 else int4_mm.F16_BLOCK_KW // 2, ASM=asm,
+        )  # fmt: skip
+        outs.append(out)
+    assert_rel_close(outs[0], outs[1], 4 * unit_roundoff(torch.float16))

@@ -8,12 +8,13 @@ padded columns, which the kernels mask like any K tail, so x keeps its true K).
 
 Three kernels, chosen by M and x:
 
-- M = 1 with fp16 x (decode, :func:`uses_f16_gemv`): ``_int4_gemv_f16_kernel`` (the comment block
-  above it): the same words and decode, but the products and 8-term sums on the fp16x2 pipe
-  (ExLlama's design: one HFMA2 per two codes), with a per-program power of two folded into the
-  decode so that no fp16 sum can overflow; fp32 carries the sum over K. 2.36 SASS instructions per
-  weight, static ceiling 1.0 of HBM (the issue's budget: 2.5, 0.85); relative error ~5e-4 against
-  the fp32 reference (fp16's own output rounding: ~1.5e-4).
+- M ≤ F16_GEMV_MAX_M = 4 with fp16 x (decode, :func:`uses_f16_gemv`): ``_int4_gemv_f16_kernel``
+  (the comment block above it): the same words and decode, but the products and 8-term sums on the
+  fp16x2 pipe (ExLlama's design: one HFMA2 per two codes), with a per-program power of two folded
+  into the decode so that no fp16 sum can overflow; fp32 carries the sum over K. 2.36 SASS
+  instructions per weight at M = 1 (static ceiling 1.0 of HBM; the issue's budget: 2.5, 0.85), 3.24
+  at M = 2, 5.44 at M = 4 (0.85); relative error ~5e-4 against the fp32 reference (fp16's own output
+  rounding: ~1.5e-4).
 - M ≤ GEMV_MAX_M otherwise (bf16 or fp32 x, M = 2): ``_int4_gemv_kernel`` below, on the CUDA
   cores, no ``tl.dot`` and so no shared-memory relayout. The GPTQ layout is already the one it
   reads, so no repacking (GPTQ import/export and state_dict stay exact by construction): word
@@ -283,6 +284,9 @@ _int4_gemv = triton.autotune(configs=GEMV_CONFIGS, key=_GEMV_KEY)(triton.heurist
 # 32 LOP3, 32 HFMA2 decode, 32 HFMA2 products, 8 cvt, 4 FADD, 4 FFMA: 1.9 SASS instructions per weight
 # before loads and addressing.
 F16_BLOCK_KW = 16  # word rows per iteration (g128: one group per tile)
+# fp16 x rows at or below: this kernel (sm_90a, K = N = 4096, best config: M = 1 2.36, M = 2 3.24, M = 4 5.44 SASS
+# instr/weight (ptxas shares the decode between the rows: the PTX is pure), M = 8 spills; the tl.dot kernel: 8.56)
+F16_GEMV_MAX_M = 4
 # BLOCK_N = 128 · num_warps: each thread owns 4 adjacent channels and every row of the tile, so the
 # weight, x and scale/zero tiles share one layout (no shared-memory conversion in the loop) and the
 # per-channel constants serve BLOCK_KW / 2 row pairs. The split-K plan assumes F16_PLANNING_BLOCK_N.
@@ -295,7 +299,7 @@ F16_CONFIG_LIST = [
     triton.Config({"BLOCK_N": 512}, num_warps=4),
 ]
 F16_CONFIGS = autotune_configs(F16_CONFIG_LIST)
-_F16_KEY = ["N", "K", "GROUP_SIZE", "SPLIT"]
+_F16_KEY = ["M", "N", "K", "GROUP_SIZE", "SPLIT"]
 X_LIMIT_EXPONENT = tl.constexpr(8)  # p · max|x| < 2^8 (comment above)
 P_MIN_EXPONENT = tl.constexpr(-8)  # max|x| <= 65504
 P_MAX_EXPONENT = tl.constexpr(5)  # (1024 + 15) · p stays below fp16's 65504
@@ -379,13 +383,13 @@ def _twin_word(word, zero_even, zero_odd, p, x, lo, hi):
 
 
 @triton.jit
-def _twin_row_x(xw_ptr, rows, KW2):
-    """The 8 fp16 x values of word rows ``rows`` (the twin's gather; 0 past K)."""
+def _twin_row_x(x_rows, rows, KW2, x_mask):
+    """The 8 fp16 x values of word rows ``rows`` of each x row (the twin's gather; 0 past K or M)."""
     p = rows * 4
-    a01 = tl.load(xw_ptr + p, mask=p < KW2, other=0)
-    a23 = tl.load(xw_ptr + p + 1, mask=p + 1 < KW2, other=0)
-    a45 = tl.load(xw_ptr + p + 2, mask=p + 2 < KW2, other=0)
-    a67 = tl.load(xw_ptr + p + 3, mask=p + 3 < KW2, other=0)
+    a01 = tl.load(x_rows + p, mask=x_mask & (p < KW2), other=0)
+    a23 = tl.load(x_rows + p + 1, mask=x_mask & (p + 1 < KW2), other=0)
+    a45 = tl.load(x_rows + p + 2, mask=x_mask & (p + 2 < KW2), other=0)
+    a67 = tl.load(x_rows + p + 3, mask=x_mask & (p + 3 < KW2), other=0)
     return (
         _f16_half(a01, False), _f16_half(a01, True), _f16_half(a23, False), _f16_half(a23, True),
         _f16_half(a45, False), _f16_half(a45, True), _f16_half(a67, False), _f16_half(a67, True),
@@ -394,21 +398,25 @@ def _twin_row_x(xw_ptr, rows, KW2):
 
 @triton.jit
 def _int4_gemv_f16_kernel(
-    xw_ptr,  # x (1, K) fp16 read as K / 2 int32 pairs
+    xw_ptr,  # x (M, K) fp16 read as (M, K / 2) int32 pairs
     w_ptr,  # qweight (K_pad/8, N) int32
     scale_ptr,  # (K_pad/G, N)
     zero_ptr,  # (K_pad/G, N) uint8
     bias_ptr,
-    out_ptr,  # (1, N)
-    partial_ptr,  # SPLIT: fp32 partials (splits, 1, N)
+    out_ptr,  # (M, N)
+    partial_ptr,  # SPLIT: fp32 partials (splits, M, N)
     counter_ptr,  # SPLIT: int32 tile counters (zero)
+    M,
     N,
     K,  # x's K (even, <= 8 · KW)
     KW,  # word rows: K_pad / 8
     kw_per_split,  # a multiple of BLOCK_KW
+    stride_xm,  # in int32 pairs
+    stride_om,
     GROUP_SIZE: tl.constexpr,  # a multiple of 16: rows r, r + 1 (r even) share a group
     HAS_BIAS: tl.constexpr,
     SPLIT: tl.constexpr,
+    BLOCK_M: tl.constexpr,  # next power of two of M (<= F16_GEMV_MAX_M); the PTX runs per x row, ptxas keeps one decode
     BLOCK_N: tl.constexpr,
     BLOCK_KW: tl.constexpr,
     EVEN: tl.constexpr,
@@ -417,39 +425,44 @@ def _int4_gemv_f16_kernel(
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
     offs_n = tl.max_contiguous(tl.multiple_of(pid_n * BLOCK_N + tl.arange(0, BLOCK_N), BLOCK_N), BLOCK_N)
-    n2 = offs_n[None, :]
-    mask_n2 = n2 < N
+    offs_m = tl.arange(0, BLOCK_M)
+    n3 = offs_n[None, None, :]  # (1, 1, BLOCK_N)
+    mask_n3 = n3 < N
+    m3 = offs_m[:, None, None]  # (BLOCK_M, 1, 1)
+    mask_m3 = m3 < M
+    x_rows = xw_ptr + m3 * stride_xm
+    x_rows2 = xw_ptr + offs_m[:, None] * stride_xm
     kw_begin = split * kw_per_split
     kw_end = tl.minimum(kw_begin + kw_per_split, KW)
     KW2 = K // 2
-    # p = 2^e (comment above) from max |x| over this program's K range: per-lane maxima, one reduction
-    xmax = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    # p = 2^e (comment above) from max |x| over this program's K range and rows: per-lane maxima, one reduction
+    xmax = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for p0 in range(kw_begin * 4, kw_end * 4, BLOCK_N):
-        pp = p0 + tl.arange(0, BLOCK_N)
-        a = tl.load(xw_ptr + pp, mask=(pp < kw_end * 4) & (pp < KW2), other=0)
+        pp = (p0 + tl.arange(0, BLOCK_N))[None, :]
+        a = tl.load(x_rows2 + pp, mask=(offs_m[:, None] < M) & (pp < kw_end * 4) & (pp < KW2), other=0)
         m = tl.maximum(tl.abs(_f16_half(a, False).to(tl.float32)), tl.abs(_f16_half(a, True).to(tl.float32)))
         xmax = tl.maximum(xmax, m)
-    top = tl.max(xmax, axis=0)
+    top = tl.max(tl.max(xmax, axis=1), axis=0)
     exponent = ((top.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # ⌊log2 top⌋ (normal; 0 → −127)
     e = tl.minimum(tl.maximum(X_LIMIT_EXPONENT - 1 - exponent, P_MIN_EXPONENT), P_MAX_EXPONENT)
     unscale = ((127 - e) << 23).to(tl.float32, bitcast=True)  # 1/p in fp32
-    acc = tl.zeros((BLOCK_KW // 2, BLOCK_N), dtype=tl.float32)
-    r2 = (kw_begin + 2 * tl.arange(0, BLOCK_KW // 2))[:, None]  # even word rows of the tile; r2 + 1 the odd ones
-    w_ptrs = w_ptr + r2.to(tl.int64) * N + n2  # loop-carried pointers: one add per vector and iteration
-    x_ptrs = xw_ptr + r2 * 4 + (n2 % 4)  # pair n % 4 of row r2 in column n: one 16-byte load per 4 channels
+    acc = tl.zeros((BLOCK_M, BLOCK_KW // 2, BLOCK_N), dtype=tl.float32)
+    r3 = (kw_begin + 2 * tl.arange(0, BLOCK_KW // 2))[None, :, None]  # even word rows; r3 + 1 the odd ones
+    w_ptrs = w_ptr + r3.to(tl.int64) * N + n3  # loop-carried pointers: one add per vector and iteration
+    x_ptrs = x_rows + r3 * 4 + (n3 % 4)  # pair n % 4 of row r3 in column n: one 16-byte load per 4 channels
     for kw0 in range(kw_begin, kw_end, BLOCK_KW):
         if EVEN:
             w0 = tl.load(w_ptrs)
             w1 = tl.load(w_ptrs + N)
         else:
-            w0 = tl.load(w_ptrs, mask=(r2 < kw_end) & mask_n2, other=0)
-            w1 = tl.load(w_ptrs + N, mask=(r2 + 1 < kw_end) & mask_n2, other=0)
+            w0 = tl.load(w_ptrs, mask=(r3 < kw_end) & mask_n3, other=0)
+            w1 = tl.load(w_ptrs + N, mask=(r3 + 1 < kw_end) & mask_n3, other=0)
         if GROUP_SIZE % (8 * BLOCK_KW) == 0:  # the tile lies in one group: one scale/zero row
-            meta = (tl.minimum(kw0, KW - 1) * 8 // GROUP_SIZE).to(tl.int64) * N + n2
-            meta_mask = mask_n2
-        else:  # rows r2, r2 + 1 lie in one group
-            meta = (r2 * 8 // GROUP_SIZE).to(tl.int64) * N + n2
-            meta_mask = (r2 < kw_end) & mask_n2
+            meta = (tl.minimum(kw0, KW - 1) * 8 // GROUP_SIZE).to(tl.int64) * N + n3
+            meta_mask = mask_n3
+        else:  # rows r3, r3 + 1 lie in one group
+            meta = (r3 * 8 // GROUP_SIZE).to(tl.int64) * N + n3
+            meta_mask = (r3 < kw_end) & mask_n3
         if EVEN:
             scale = tl.load(scale_ptr + meta).to(tl.float32)
             zero = tl.load(zero_ptr + meta).to(tl.int32)
@@ -461,8 +474,8 @@ def _int4_gemv_f16_kernel(
                 xe = tl.load(x_ptrs)
                 xo = tl.load(x_ptrs + 4)
             else:
-                xe = tl.load(x_ptrs, mask=r2 * 4 + (n2 % 4) < KW2, other=0)
-                xo = tl.load(x_ptrs + 4, mask=r2 * 4 + 4 + (n2 % 4) < KW2, other=0)
+                xe = tl.load(x_ptrs, mask=mask_m3 & (r3 * 4 + (n3 % 4) < KW2), other=0)
+                xo = tl.load(x_ptrs + 4, mask=mask_m3 & (r3 * 4 + 4 + (n3 % 4) < KW2), other=0)
             zero_even = (0x8000 | ((25 + e) << 10) | zero) * 0x10001  # −(1024 + z) · p
             zero_odd = (0x8000 | ((21 + e) << 10) | (zero << 4)) * 0x10001  # −(64 + z) · p
             mult_even = ((15 + e) << 10) * 0x10001  # p
@@ -479,18 +492,18 @@ def _int4_gemv_f16_kernel(
             zero_even = (zero.to(tl.int16) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + z
             zero_odd = ((zero.to(tl.int16) << 4) | 0x6400).to(tl.float16, bitcast=True)  # 1024 + 16 z
             p = ((15 + e) << 10).to(tl.int16).to(tl.float16, bitcast=True)
-            lo = tl.zeros(w0.shape, tl.float16)
-            hi = tl.zeros(w0.shape, tl.float16)
-            lo, hi = _twin_word(w0, zero_even, zero_odd, p, _twin_row_x(xw_ptr, r2, KW2), lo, hi)
-            lo, hi = _twin_word(w1, zero_even, zero_odd, p, _twin_row_x(xw_ptr, r2 + 1, KW2), lo, hi)
+            lo = tl.zeros((BLOCK_M, BLOCK_KW // 2, BLOCK_N), tl.float16)
+            hi = tl.zeros((BLOCK_M, BLOCK_KW // 2, BLOCK_N), tl.float16)
+            lo, hi = _twin_word(w0, zero_even, zero_odd, p, _twin_row_x(x_rows, r3, KW2, mask_m3), lo, hi)
+            lo, hi = _twin_word(w1, zero_even, zero_odd, p, _twin_row_x(x_rows, r3 + 1, KW2, mask_m3), lo, hi)
             acc += scale * (lo.to(tl.float32) + hi.to(tl.float32))
         w_ptrs += BLOCK_KW * N
         x_ptrs += BLOCK_KW * 4
-        r2 += BLOCK_KW
-    total = (tl.sum(acc, axis=0) * unscale)[None, :]  # (1, BLOCK_N)
+        r3 += BLOCK_KW
+    total = tl.sum(acc, axis=1) * unscale  # (BLOCK_M, BLOCK_N)
     store_splitk(
-        total, tl.arange(0, 1), offs_n, 1, N, pid_n, split, tl.num_programs(1), partial_ptr, counter_ptr, scale_ptr,
-        bias_ptr, out_ptr, N, SPLIT, False, HAS_BIAS, "none",
+        total, offs_m, offs_n, M, N, pid_n, split, tl.num_programs(1), partial_ptr, counter_ptr, scale_ptr,
+        bias_ptr, out_ptr, stride_om, SPLIT, False, HAS_BIAS, "none",
     )  # fmt: skip
 
 
@@ -504,13 +517,15 @@ _int4_gemv_f16 = triton.autotune(configs=F16_CONFIGS, key=_F16_KEY)(
 
 
 def uses_f16_gemv(x: torch.Tensor, group_size: int) -> bool:
-    """Whether x takes ``_int4_gemv_f16_kernel``: one fp16 row, K even and contiguous, 4-byte aligned (read
-    as int32 pairs), groups of whole word-row pairs (G % 16 == 0). Other x: ``_int4_gemv_kernel``."""
+    """Whether x takes ``_int4_gemv_f16_kernel``: fp16, at most GEMV_MAX_M rows, K even and contiguous, rows
+    4-byte aligned (read as int32 pairs), groups of whole word-row pairs (G % 16 == 0). Other x (bf16,
+    fp32): ``_int4_gemv_kernel``."""
     return (
         x.dtype == torch.float16
-        and x.shape[0] == 1
+        and x.shape[0] <= F16_GEMV_MAX_M
         and x.shape[1] % 2 == 0
         and x.stride(1) == 1
+        and (x.shape[0] == 1 or x.stride(0) % 2 == 0)
         and (x.storage_offset() % 2 == 0)
         and group_size % 16 == 0
     )
@@ -524,15 +539,17 @@ def launch_int4_gemv(
     group_size: int,
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``_int4_gemv_kernel`` for x (M ≤ GEMV_MAX_M, K); split-K planned as for the tile kernel."""
+    """The CUDA-core GEMVs for x (M, K): ``_int4_gemv_f16_kernel`` where :func:`uses_f16_gemv`, else
+    ``_int4_gemv_kernel`` (M ≤ GEMV_MAX_M); split-K planned as for the tile kernel."""
     m, k = x.shape
     kw, n = qweight.shape
-    if m > GEMV_MAX_M:
-        raise ValueError(f"x: expected at most GEMV_MAX_M = {GEMV_MAX_M} rows for the int4 GEMV, got {m}")
+    f16 = uses_f16_gemv(x, group_size)
+    if m > (F16_GEMV_MAX_M if f16 else GEMV_MAX_M):
+        limit = f"F16_GEMV_MAX_M = {F16_GEMV_MAX_M}" if x.dtype == torch.float16 else f"GEMV_MAX_M = {GEMV_MAX_M}"
+        raise ValueError(f"x: expected at most {limit} rows for the int4 GEMV, got {m}")
     out = empty_output((m, n), dtype=x.dtype, device=x.device)
     if m == 0 or n == 0:
         return out
-    f16 = uses_f16_gemv(x, group_size)
     # k_per_split: a multiple of 256 = 32 word rows
     plan = split_plan(m, n, 8 * kw, x.device, block_n=F16_PLANNING_BLOCK_N if f16 else PLANNING_BLOCK_N)
     split = plan.splits > 1
@@ -543,10 +560,12 @@ def launch_int4_gemv(
 
     if f16:
         counters = splitk_counters(x.device, max_tiles(F16_CONFIG_LIST, lambda c: grid(c)[0])) if split else out
+        block_kw = F16_BLOCK_KW if m <= 2 else F16_BLOCK_KW // 2  # M > 2: half the tile (registers)
         _int4_gemv_f16[grid](
-            x[0].view(torch.int32), qweight, scale, zero, qweight if bias is None else bias, out, partials, counters,
-            n, k, kw, plan.k_per_split // 8, GROUP_SIZE=group_size, HAS_BIAS=bias is not None, SPLIT=split,
-            BLOCK_KW=F16_BLOCK_KW, ASM=x.device.type == "cuda",
+            x.view(torch.int32), qweight, scale, zero, qweight if bias is None else bias, out, partials, counters,
+            m, n, k, kw, plan.k_per_split // 8, x.stride(0) // 2, out.stride(0), GROUP_SIZE=group_size,
+            HAS_BIAS=bias is not None, SPLIT=split, BLOCK_M=triton.next_power_of_2(m), BLOCK_KW=block_kw,
+            ASM=x.device.type == "cuda",
         )  # fmt: skip
         return out
     counters = splitk_counters(x.device, max_tiles(GEMV_CONFIG_LIST, lambda c: grid(c)[0])) if split else out
@@ -588,7 +607,7 @@ def launch_int4_weight_mm(
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Our kernels (``int4_weight_mm.launcher``): the GEMVs up to GEMV_MAX_M rows, else the tile kernel."""
-    if x.shape[0] <= GEMV_MAX_M:
+    if x.shape[0] <= GEMV_MAX_M or uses_f16_gemv(x, group_size):
         return launch_int4_gemv(x, qweight, scale, zero, group_size, bias)
     return launch_dequant_mm(x, "int4", 4, qweight, scale, zero, bias, qweight.shape[1], group_size)
 
