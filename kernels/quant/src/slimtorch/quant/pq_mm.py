@@ -47,6 +47,7 @@ import torch
 import triton
 import triton.language as tl
 
+from slimtorch.core import measured
 from slimtorch.core.checks import KERNEL_DTYPES, check_positive_int, check_same_device, check_tensor
 from slimtorch.core.dispatch import empty_output
 from slimtorch.core.gemm import grouped_tile, m_bucket, store_output
@@ -246,16 +247,14 @@ def pq_table(x: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
     return table
 
 
-@kernel_op("slimtorch::pq_mm", reference="pq_mm_reference", check=_check_pq_mm, row_input="x")
-def pq_mm(
+def launch_pq_mm(
     x: torch.Tensor,
     codes: torch.Tensor,
     codebooks: torch.Tensor,
     rows_per_block: int,
     bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """x (M, K) · Wᵀ + bias → (M, N) in x's dtype, W given by product-quantization codes (N in
-    ``codes.shape[1]``) and codebooks (B, S, C, d) (module doc): the table, then the gather-add."""
+    """Our kernels (``pq_mm.launcher``): the table, then the gather-add."""
     m, k = x.shape
     n = codes.shape[1]
     blocks, _, c, d = codebooks.shape
@@ -273,6 +272,33 @@ def pq_mm(
         out.stride(0), D=d, BITS=pq_code_bits(c), HAS_BIAS=bias is not None,
     )  # fmt: skip
     return out
+
+
+@kernel_op("slimtorch::pq_mm", reference="pq_mm_reference", check=_check_pq_mm, row_input="x")
+def pq_mm(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    codebooks: torch.Tensor,
+    rows_per_block: int,
+    bias: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """x (M, K) · Wᵀ + bias → (M, N) in x's dtype, W given by product-quantization codes (N in
+    ``codes.shape[1]``) and codebooks (B, S, C, d) (module doc). On CUDA, our kernels or decode +
+    F.linear, whichever measured faster for this shape bucket (core.measured)."""
+
+    def decode_linear() -> torch.Tensor:
+        w = pq_decode(codes, codebooks, rows_per_block, x.shape[1], dtype=x.dtype)
+        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
+
+    candidates = {
+        "triton": lambda: launch_pq_mm(x, codes, codebooks, rows_per_block, bias),
+        "torch decode+F.linear": decode_linear,
+    }
+    key = (*measured.gemm_key(x, codes.shape[1], x.shape[1]), *codebooks.shape[1:])
+    return measured.run("slimtorch::pq_mm", key, candidates, x)
+
+
+pq_mm.launcher = launch_pq_mm  # benchmarks and the static report time our kernels themselves
 
 
 # ----------------------------------------------------------------------------- autograd (codebook fine-tuning)

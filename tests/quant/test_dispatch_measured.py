@@ -1,7 +1,9 @@
-"""The int4 op dispatches by measurement (core.measured) between our kernels and torch's paths
+"""The int4 and PQ ops dispatch by measurement (core.measured) between our kernels and torch's paths
 (tinygemm ``torch._weight_int4pack_mm``, dequantize + F.linear): the chosen path matches the reference,
 a path that does not run here is recorded and never chosen, torch's packed operand is not kept after a
 trial it lost, and ``op.launcher`` stays our kernels. Fake timers, no GPU needed (GPU checks marked)."""
+
+import importlib
 
 import pytest
 import torch
@@ -72,3 +74,22 @@ def test_measured_on_cuda_matches_the_reference(dtype):
         )
         if dtype == torch.bfloat16:  # torch's tinygemm ran and agreed with our kernel (else it would be in errors)
             assert int4_mm.TINYGEMM not in choice.errors, choice.errors
+
+
+@pytest.mark.parametrize(("times", "expected"), [((2.0, 1.0), "torch decode+F.linear"), ((1.0, 2.0), "triton")])
+def test_pq_mm_dispatches_by_measurement(device, times, expected):
+    """Product quantization: our table + gather-add, or decode + F.linear; the choice matches the reference."""
+    pq = importlib.import_module("slimtorch.quant.pq_mm")
+    from slimtorch.quant.product import quantize_product
+
+    n, k = 24, 32
+    packed = quantize_product(randn((n, k), seed=7), sub_dim=4, centroids=16, iterations=3)
+    x = activations(5, k, torch.float32, device, seed=8)
+    m = _measurer(*times)
+    with measured.use_measurer(m), measured.use_dispatch("measure"):
+        assert_matches_reference(
+            pq.pq_mm, x, packed.codes.to(device), packed.codebooks.to(device), packed.rows_per_block
+        )
+        ((_, choice),) = m.choices.items()
+    assert choice.choice == expected and not choice.errors
+    assert pq.pq_mm.launcher is pq.launch_pq_mm
