@@ -184,30 +184,38 @@ import sys
 import torch
 from slimtorch.core.capture import capture
 from slimtorch.quant import int4_mm
-m, k, n = int(sys.argv[1]), 4096, 4096
-with capture() as launches:  # fake CUDA tensors: the launcher's real specialisation, compiled for sm_90a
-    x = torch.empty(m, k, dtype=torch.float16, device="cuda")
-    q = torch.empty(k // 8, n, dtype=torch.int32, device="cuda")
-    s = torch.empty(k // 128, n, dtype=torch.float16, device="cuda")
-    z = torch.empty(k // 128, n, dtype=torch.uint8, device="cuda")
-    int4_mm.launch_int4_weight_mm(x, q, s, z, 128)
-launch = next(x for x in launches if x.name == "_int4_gemv_f16_kernel" and x.config_index == 0)
-print(launch.compile().asm["ttgir"])
+k, n = 4096, 4096
+for m in map(int, sys.argv[1:]):
+    with capture() as launches:  # fake CUDA tensors: the launcher's real specialisation, compiled for sm_90a
+        x = torch.empty(m, k, dtype=torch.float16, device="cuda")
+        q = torch.empty(k // 8, n, dtype=torch.int32, device="cuda")
+        s = torch.empty(k // 128, n, dtype=torch.float16, device="cuda")
+        z = torch.empty(k // 128, n, dtype=torch.uint8, device="cuda")
+        int4_mm.launch_int4_weight_mm(x, q, s, z, 128)
+    launch = next(x for x in launches if x.name == "_int4_gemv_f16_kernel" and x.config_index == 0)
+    print(f"=== M={m}")
+    print(launch.compile().asm["ttgir"])
 """
+TTGIR_M = (1, int4_mm.F16_GEMV_MAX_M)
 
 
-@pytest.mark.parametrize("m", [1, int4_mm.F16_GEMV_MAX_M])
-def test_int4_gemv_f16_inline_ptx_gets_four_adjacent_channels(m):
+@pytest.fixture(scope="module")
+def f16_gemv_ttgir() -> dict[int, list[str]]:
+    """The sm_90a TTGIR of the fp16 GEMV per M, compiled in one subprocess outside the interpreter."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")}
+    cmd = [sys.executable, "-c", _TTGIR_OF_THE_F16_GEMV, *map(str, TTGIR_M)]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    parts = run.stdout.split("=== M=")[1:]
+    return {int(part.split("\n", 1)[0]): part.splitlines()[1:] for part in parts}
+
+
+@pytest.mark.parametrize("m", TTGIR_M)
+def test_int4_gemv_f16_inline_ptx_gets_four_adjacent_channels(f16_gemv_ttgir, m):
     """The PTX takes 4 elements per call (pack = 4) and re-pairs x once for them, so it relies on each
     call's 4 elements being 4 adjacent channels of one row: the blocked layout of the operands must hold
-    4 contiguous columns per thread, N fastest. Read from the TTGIR of the sm_90a build (no GPU needed;
-    compiled in a subprocess, outside the interpreter, as the static report does)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "SLIMTORCH_BACKEND")}
-    run = subprocess.run(
-        [sys.executable, "-c", _TTGIR_OF_THE_F16_GEMV, str(m)], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    ttgir = run.stdout.splitlines()
+    4 contiguous columns per thread, N fastest. Read from the TTGIR of the sm_90a build (no GPU needed)."""
+    ttgir = f16_gemv_ttgir[m]
     asm = [line for line in ttgir if "elementwise_inline_asm" in line]
     assert len(asm) == 1, asm  # (the printer elides the asm text and its attributes)
     layout = re.search(r"tensor<[\dx]+xf32, (#\w+)>", asm[0].split("->")[-1]).group(1)
