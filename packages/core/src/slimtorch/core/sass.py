@@ -184,24 +184,25 @@ BUDGETS: dict[str, dict[str, float]] = {
     # codebook 2, pow2 1), set 2026-12-01 from benchmarks/static/sm_90a-gemv.json (triton 3.9, M = 1, K = N = 4096;
     # M = 2 / 4 in sm_90a-gemv-m.json): worst best-config row +6% instructions, -7% ceiling, +8% registers. No spills,
     # LDG.E.128 word loads. Was (tl.dot kernel at M = 1): int8 4.71 / 1.00, ternary 9.13 / 0.23, binary 4.89 / 0.20,
-    # codebook-4bit 7.58 / 0.52, pow2 9.31 / 0.87. The 1-2 bit formats stay issue-bound (one or two fp32 FMAs per
-    # weight against 0.125-0.25 bytes); codebook gathers a code pair per 64-bit load from a byte table.
+    # codebook-4bit 7.58 / 0.52, pow2 9.31 / 0.87. lowbit and 2/4-bit codebooks read a code pair per 64-bit load
+    # from a byte table each program writes; the 1-2 bit formats stay issue-bound (one or two fp32 FMAs per weight
+    # against 0.125-0.25 bytes).
     "quant int8 gemv _dequant_gemv_kernel": {  # 3.38 instr/weight, ceiling 1.00, 126 regs (I2F + FFMA per weight)
         "max_instr_per_weight": 3.6,
         "min_static_ceiling": 0.93,
         "max_regs": 136,
         "target_min_static_ceiling": 0.85,  # of HBM (met)
     },
-    "quant ternary-2bit gemv _dequant_gemv_kernel": {  # 6.35, 0.35, 146 regs
-        "max_instr_per_weight": 6.8,
-        "min_static_ceiling": 0.32,
-        "max_regs": 158,
+    "quant ternary-2bit gemv _dequant_gemv_kernel": {  # byte table: 4.11, 0.53, 108 regs
+        "max_instr_per_weight": 4.4,
+        "min_static_ceiling": 0.50,
+        "max_regs": 117,
         "target_min_static_ceiling": 0.85,  # of HBM (not met)
     },
-    "quant binary-1bit gemv _dequant_gemv_kernel": {  # 3.95, 0.28, 32 regs
-        "max_instr_per_weight": 4.2,
-        "min_static_ceiling": 0.26,
-        "max_regs": 35,
+    "quant binary-1bit gemv _dequant_gemv_kernel": {  # byte table: 3.09, 0.36, 54 regs
+        "max_instr_per_weight": 3.3,
+        "min_static_ceiling": 0.33,
+        "max_regs": 59,
     },
     "quant codebook-4bit gemv _dequant_gemv_kernel": {  # byte-table pair gathers: 3.70, 1.00, 80 regs
         "max_instr_per_weight": 3.95,
