@@ -153,6 +153,20 @@ def test_int4_gemv_f16_error_is_that_of_fp16_sums():
     assert fp32_products < f16 < 8 * unit_roundoff(torch.float16)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_int4_gemv_f16_a_non_finite_row_leaves_the_others_exact(device, bad):
+    """p is shared by the program's rows and chosen from their finite values only: the row with NaN/Inf is
+    NaN out, the others keep the accuracy of a clean call."""
+    k, n = 256, 64
+    q, s, z = _packed(n, k, 128, device, seed=8)
+    x = activations(4, k, torch.float16, device, seed=9)
+    x[2, 11] = 0.0  # (so that the clean call's p cannot come from the entry replaced below)
+    clean = int4_weight_mm(x, q, s, z, 128)
+    x[2, 11] = bad
+    out = int4_weight_mm(x, q, s, z, 128)
+    assert out[2].isnan().all() and torch.equal(out[[0, 1, 3]], clean[[0, 1, 3]])
+
+
 def test_int4_gemv_f16_is_chosen_only_where_it_applies():
     x = torch.zeros(1, 64, dtype=torch.float16)
     assert int4_mm.uses_f16_gemv(x, 32)

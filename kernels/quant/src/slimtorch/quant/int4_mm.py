@@ -441,7 +441,8 @@ def _int4_gemv_f16_kernel(
         pp = (p0 + tl.arange(0, BLOCK_N))[None, :]
         a = tl.load(x_rows2 + pp, mask=(offs_m[:, None] < M) & (pp < kw_end * 4) & (pp < KW2), other=0)
         m = tl.maximum(tl.abs(_f16_half(a, False).to(tl.float32)), tl.abs(_f16_half(a, True).to(tl.float32)))
-        xmax = tl.maximum(xmax, m)
+        xmax = tl.maximum(xmax, tl.where(m < float("inf"), m, 0.0))  # finite values only: a NaN/Inf row (NaN
+        # out by the op's row rule) must not set the other rows' p
     top = tl.max(tl.max(xmax, axis=1), axis=0)
     exponent = ((top.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127  # ⌊log2 top⌋ (normal; 0 → −127)
     e = tl.minimum(tl.maximum(X_LIMIT_EXPONENT - 1 - exponent, P_MIN_EXPONENT), P_MAX_EXPONENT)
