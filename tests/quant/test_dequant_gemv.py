@@ -210,3 +210,24 @@ def test_measured_dispatch(device, fmt, times, expected):
         ((slot, choice),) = m.choices.items()
         assert choice.choice == expected and not choice.errors
         assert slot == (f"slimtorch::{op._name}", "fake", f"1,21,40,float32,{bits}", "measured")
+
+
+@pytest.mark.parametrize(("fmt", "bits"), [("int8", 8), ("codebook", 4), ("lowbit", 2)])
+def test_gemv_strided_x(fmt, bits):
+    """x as a strided view (stride along K != 1): the kernel follows x's strides."""
+    weights = _weights(fmt, bits, 19, 40, seed=9)
+    x = randn((40, 3), seed=8).t()[:1]  # (1, 40), strides (1, 3)
+    assert x.stride(1) != 1
+    out = OPS[fmt](x, *weights)
+    ref = OPS[fmt].get_reference()(x.double(), *weights)
+    assert_rel_close(out, ref, rel_bound(torch.float32, 40))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("fmt", "bits"), [("int8", 8), ("lowbit", 1), ("lowbit", 2), ("codebook", 2),
+                                           ("codebook", 4), ("codebook", 8), ("pow2", 5)])  # fmt: skip
+def test_gemv_on_gpu(fmt, bits):
+    """The compiled kernel on a real GPU (many programs write the byte table concurrently; split-K on 132 SMs)."""
+    weights = tuple(t.cuda() if isinstance(t, torch.Tensor) else t for t in _weights(fmt, bits, 1024 + 64, 4096, 3))
+    x = activations(1, 4096, torch.float16, "cuda", seed=4)
+    assert_matches_reference(OPS[fmt], x, *weights)

@@ -26,18 +26,20 @@ Layouts (:mod:`slimtorch.quant.formats`, :mod:`slimtorch.quant.pow2`) and the de
   N: a thread loads 4 channels' words as one ``LDG.E.128`` and reuses each x value for its channels.
   ``acc[m, r, n] += Σ_j x[m, r·P + j] · w_j(word[r, n])`` with w_j per FORMAT:
 
+  Byte tables (``lowbit``, ``codebook`` with 2- or 4-bit storage): each program first writes a table whose
+  row b holds the values of the G = 8 / B codes of byte value b (256 rows, 2-8 KiB fp32, a scratch buffer;
+  every program writes the same values), then reads each word's bytes as 64-bit loads of code pairs: one
+  address and one L1 load per two weights, no per-code shift and mask. The values per FORMAT:
+
   - ``lowbit`` (B = 1: t = 2c − 1; B = 2: t = (c ^ 2) − 2): W = pos_n for t > 0, −neg_n for t < 0, else 0.
-    pos/neg factor out of the sum over k. 1 bit: A = Σ x·c and the per-row Σ x (which every channel
-    shares), y = pos_n·A − neg_n·(Σ x − A). 2 bits: t per code by the fp16 exponent trick on pairs of
-    codes (``_ternary_value``; code 2, which the packer never writes, clamps to −1), T = Σ x·t and
-    Z = Σ x·|t| (two FMAs per weight: the asymmetric TTQ values need both), y = ((pos + neg)·T +
-    (pos − neg)·Z) / 2 after the loop. Products, never selects: x = NaN meets t = 0 as 0 · NaN = NaN;
-  - ``codebook``: W = codebook[c], gathered from L1-resident tables. 2- and 4-bit storage: each program
-    first writes a byte table, row b = (codebook[c_0(b)], …, codebook[c_G−1(b)]) for the G = 8 / B codes of
-    byte value b (256 rows, 2 / 4 KiB fp32, in a scratch buffer; every program writes the same values),
-    then reads a word's bytes (a ``PRMT``) as 64-bit loads of code pairs: one address and one load per two
-    weights (4-bit: 5.6 → 3.7 SASS instructions per weight). 8-bit storage: one gather per code, its byte
-    offset ORed into the table's address when the table is aligned to its size (no 64-bit add);
+    pos/neg factor out of the sum over k. 1 bit: table value c, A = Σ x·c and the per-row Σ x (which every
+    channel shares), y = pos_n·A − neg_n·(Σ x − A). 2 bits: table value t (code 2, which the packer never
+    writes, clamped to −1 as the format reads it), T = Σ x·t and Z = Σ x·|t| (two FMAs per weight, the |·|
+    free on the operand: the asymmetric TTQ values need both), y = ((pos + neg)·T + (pos − neg)·Z) / 2
+    after the loop. Products, never selects: x = NaN meets t = 0 as 0 · NaN = NaN;
+  - ``codebook``: W = codebook[c] (4-bit: 7.6 → 3.7 SASS instructions per weight against the tl.dot kernel).
+    8-bit storage (one code per byte): one gather per code from the codebook itself, its byte offset ORed
+    into the table's address when the table is aligned to its size (no 64-bit add);
   - ``pow2`` (INQ, c = sign << (B − 1) | e): W = (−1)^sign · 2^(1 − e), built as the fp32 bit pattern
     (exponent field 128 − e, the sign bit ORed in, 0 for e = 0: no multiply, no int→float convert); the
     layer's 2^n1 multiplies the reduced sum (exact, a power of two).
@@ -64,12 +66,13 @@ from slimtorch.quant.dequant_mm import split_plan
 from slimtorch.quant.formats import dequantize_int8, unpack_codes
 
 FORMATS = ("int8", "lowbit", "codebook", "pow2")
-# M at or below which each op runs this GEMV (above: dequant_mm's tl.dot kernel); from the static report
-# (benchmarks/static/sm_90a-gemv.md): the FMAs and selects grow with M, the tile kernel's cost does not.
-# (benchmarks/static/sm_90a-gemv.md and sm_90a-gemv-m.md, K = N = 4096, fp16 x; tile kernel: same cost at any M <= 16):
+# M at or below which each op runs this GEMV (above: dequant_mm's tl.dot kernel): the GEMV's FMAs grow with M, the
+# tile kernel's cost does not. Static ceilings, best config (benchmarks/static/sm_90a-gemv.md and sm_90a-gemv-m.md,
+# K = N = 4096, fp16 x; the tile kernel's at M = 1 and 16):
 #   int8      M = 1: 3.4 instr/weight, ceiling 1.00 (tile 4.7, 1.00); M = 2: 4.7-5.0 vs the tile's 4.6, both 1.00
 #             (the 64 x 64 config's M = 2 / 4 rows read 1.6-1.8: the report's hot loop there is not the K loop)
-#   lowbit    2-bit M = 1: 0.35 of HBM (tile 0.23), M = 2: 0.25 (a tie), M = 4: spills; 1-bit 0.30 / 0.37 / 0.48
+#   lowbit    2-bit M = 1: 0.53 of HBM (tile 0.23), M = 2: 0.31, M = 4: 0.32 but 3 of 5 configs spill (tile 0.25);
+#             1-bit 0.36 / 0.44 / 0.52 (tile 0.20-0.27)
 #   codebook  4-bit M = 1: 1.00 (tile 0.52), M = 2: 0.77 (tile 0.52-0.55), M = 4: 0.49 (tile 0.55); 2-bit 0.70 / 0.44
 #   pow2      5-bit M = 1: 0.94 (tile 0.87), M = 2: 0.75 (tile 0.84)
 GEMV_MAX_M = {"int8": 1, "lowbit": 2, "codebook": 2, "pow2": 1}
@@ -108,18 +111,6 @@ def _pow2_value(c, B: tl.constexpr):
 
 
 @triton.jit
-def _ternary_value(word, j: tl.constexpr):
-    """t ∈ {−1, 0, +1} (fp32) of the 2-bit code j of each word: codes j and j + 8 sit in the two halves of
-    ``(word >> 2j) & 0x00030003``; XOR 0x64026402 makes them fp16 1024 + (c ^ 2) (the exponent trick), so
-    one half-precision subtract gives (c ^ 2) − 2 ∈ {0, 1, −2, −1} exactly and max(·, −1) maps code 2 to
-    −1 as the format does; then one half→float convert."""
-    pair = ((word >> (2 * (j % 8))) & 0x00030003) ^ 0x64026402
-    half = pair if j < 8 else pair >> 16
-    t = tl.maximum(half.to(tl.int16).to(tl.float16, bitcast=True) - 1026.0, -1.0)
-    return t.to(tl.float32)
-
-
-@triton.jit
 def _x_code(xs, j: tl.constexpr, stride_xk, m3, r3, M, K, P: tl.constexpr, EVEN: tl.constexpr):
     """x[m, r·P + j] as fp32 for the word rows r3 (0 past K or M)."""
     if EVEN:
@@ -149,11 +140,12 @@ def _dequant_gemv_kernel(
     x_ptr,
     w_ptr,  # int8: (N, K) int8; else (KW, N) int32 words of P codes
     scale_ptr,  # int8: s (N,); lowbit: pos (N,); codebook: centroids (2^bits,); pow2: n1 (1,) int32
-    aux_ptr,  # lowbit: neg (N,); codebook (BYTE_TABLE): the (256, 8 / B) fp32 scratch table; else unused
+    aux_ptr,  # lowbit: neg (N,); else unused
     bias_ptr,
     out_ptr,  # (M, N)
     partial_ptr,  # SPLIT: fp32 partials (splits, M, N)
     counter_ptr,  # SPLIT: int32 tile counters (zero)
+    table_ptr,  # BYTE_TABLE: a (256, 8 / B) fp32 scratch table (every program writes it); else unused
     M,
     N,
     K,  # x's K
@@ -173,7 +165,7 @@ def _dequant_gemv_kernel(
     EVEN: tl.constexpr,  # full tiles, no masks (heuristic below)
     TABLE_SHIFT: tl.constexpr = 2,  # codebook: log2 of its element size
     ALIGNED: tl.constexpr = False,  # codebook: its base address is a multiple of its size (a power of two)
-    BYTE_TABLE: tl.constexpr = False,  # codebook, 2/4-bit storage: aux_ptr is a (256, 8 / B) fp32 scratch table
+    BYTE_TABLE: tl.constexpr = False,  # lowbit, codebook 2/4-bit storage: decode a byte's codes by table rows
 ):
     pid_n = tl.program_id(0)
     split = tl.program_id(1)
@@ -207,11 +199,18 @@ def _dequant_gemv_kernel(
         acc2 = tl.zeros((BLOCK_M, BLOCK_KW, BLOCK_N), dtype=tl.float32)  # lowbit 2-bit: Bn = Σ x·[t < 0]
         xsum = tl.zeros((BLOCK_M, BLOCK_KW, 1), dtype=tl.float32)  # lowbit 1-bit: Σ x (Bn = Σ x − A)
         table_base = scale_ptr.to(tl.int64)  # codebook: the table's address, ORed with byte offsets
-        G: tl.constexpr = 8 // BITS  # codebook: codes per byte
-        if FORMAT == "codebook" and BYTE_TABLE:  # every program writes the same byte table, then reads it
-            slot = tl.arange(0, 256 * G)  # table[byte, i] = codebook[(byte >> (i·B)) & MASK]
+        G: tl.constexpr = 8 // BITS  # codes per byte
+        tl.static_assert(BYTE_TABLE or FORMAT != "lowbit", "lowbit decodes through the byte table")
+        if BYTE_TABLE:  # every program writes the same byte table, then reads it
+            slot = tl.arange(0, 256 * G)  # table[byte, i] = value of code (byte >> (i·B)) & MASK
             code = ((slot // G) >> ((slot % G) * BITS)) & MASK
-            tl.store(aux_ptr + slot, tl.load(scale_ptr + code).to(tl.float32))
+            if FORMAT == "codebook":
+                value = tl.load(scale_ptr + code).to(tl.float32)
+            elif BITS == 1:  # [t > 0] = c
+                value = code.to(tl.float32)
+            else:  # t = (c ^ 2) − 2, code 2 (never packed) clamped to −1 as the format reads it
+                value = tl.maximum((code ^ 2) - 2, -1).to(tl.float32)
+            tl.store(table_ptr + slot, value)
             tl.debug_barrier()  # the CTA's stores are visible to its loads
         r3 = (kw_begin + tl.arange(0, BLOCK_KW))[None, :, None]  # word rows (1, BLOCK_KW, 1)
         w_ptrs = w_ptr + r3.to(tl.int64) * N + n3  # advanced by BLOCK_KW rows per iteration
@@ -221,32 +220,27 @@ def _dequant_gemv_kernel(
                 word = tl.load(w_ptrs)
             else:
                 word = tl.load(w_ptrs, mask=(r3 < kw_end) & (n3 < N), other=0)
-            if FORMAT == "codebook" and BYTE_TABLE:  # byte b of each word = codes G·b .. G·b + G − 1
+            if BYTE_TABLE:  # byte b of each word = codes G·b .. G·b + G − 1
                 for b in tl.static_range(P // G):
                     entry = ((word >> (8 * b)) & 0xFF) * (G // 2)  # the byte's table row, in 8-byte pairs
                     for h in tl.static_range(G // 2):
-                        # (codebook[c_j], codebook[c_j+1]), j = G·b + 2h, as one 64-bit load
-                        pair = tl.load(aux_ptr.to(tl.pointer_type(tl.int64)) + entry + h)
+                        # the values of codes j, j + 1 (j = G·b + 2h) as one 64-bit load
+                        pair = tl.load(table_ptr.to(tl.pointer_type(tl.int64)) + entry + h)
+                        v0 = pair.to(tl.int32).to(tl.float32, bitcast=True)
+                        v1 = (pair >> 32).to(tl.int32).to(tl.float32, bitcast=True)
                         x0 = _x_code(xs, G * b + 2 * h, stride_xk, m3, r3, M, K, P, EVEN)
                         x1 = _x_code(xs, G * b + 2 * h + 1, stride_xk, m3, r3, M, K, P, EVEN)
-                        acc += x0 * pair.to(tl.int32).to(tl.float32, bitcast=True)
-                        acc += x1 * (pair >> 32).to(tl.int32).to(tl.float32, bitcast=True)
-            for j in tl.static_range(0 if FORMAT == "codebook" and BYTE_TABLE else P):
+                        acc += x0 * v0
+                        acc += x1 * v1
+                        if FORMAT == "lowbit" and BITS == 1:
+                            xsum += x0 + x1
+                        elif FORMAT == "lowbit":  # Z = Σ x·|t|
+                            acc2 += x0 * tl.abs(v0)
+                            acc2 += x1 * tl.abs(v1)
+            for j in tl.static_range(0 if BYTE_TABLE else P):  # 8-bit codebook storage, pow2: code by code
                 # code j of each word: k = r·P + j, bits [j·B, (j + 1)·B)
-                if EVEN:
-                    xj = tl.load(xs + j * stride_xk).to(tl.float32)
-                else:
-                    xj = tl.load(xs + j * stride_xk, mask=(m3 < M) & (r3 * P + j < K), other=0.0).to(tl.float32)
-                if FORMAT == "lowbit":
-                    # products, not selects: x = NaN with t = 0 gives NaN, as the reference's 0 · NaN
-                    if BITS == 1:  # t = 2c − 1: [t > 0] = c
-                        acc += xj * tl.where(((word >> j) & 1) != 0, 1.0, 0.0)
-                        xsum += xj
-                    else:  # T = Σ x·t and Z = Σ x·|t| (the |·| is free on the FMA operand)
-                        t = _ternary_value(word, j)
-                        acc += xj * t
-                        acc2 += xj * tl.abs(t)
-                elif FORMAT == "codebook":  # L1-resident table
+                xj = _x_code(xs, j, stride_xk, m3, r3, M, K, P, EVEN)
+                if FORMAT == "codebook":  # L1-resident table
                     acc += xj * _table_entry(scale_ptr, table_base, word, j, BITS, TABLE_SHIFT, ALIGNED)
                 else:  # pow2
                     acc += xj * _pow2_value((word >> (j * BITS)) & MASK, BITS)
@@ -337,11 +331,12 @@ def launch_dequant_gemv(
     table = {}
     if fmt == "codebook":
         table = {"TABLE_SHIFT": scale.element_size().bit_length() - 1, "ALIGNED": _aligned_table(scale)}
-        if bits in (2, 4):  # a byte's 8 / bits codes from one row of a 256-row table (the kernel writes it)
-            aux, table["BYTE_TABLE"] = torch.empty(256 * 8 // bits, dtype=torch.float32, device=x.device), True
+    byte_table = out
+    if fmt == "lowbit" or (fmt == "codebook" and bits in (2, 4)):  # a byte's codes from a 256-row table
+        byte_table, table["BYTE_TABLE"] = torch.empty(256 * 8 // bits, dtype=torch.float32, device=x.device), True
     kernel = _int8_gemv if fmt == "int8" else _dequant_gemv
     kernel[grid](
-        x, w, scale, scale if aux is None else aux, w if bias is None else bias, out, partials, counters,
+        x, w, scale, scale if aux is None else aux, w if bias is None else bias, out, partials, counters, byte_table,
         m, n, k, kw, plan.k_per_split // p, m_bucket(m), x.stride(0), x.stride(1), out.stride(0),
         FORMAT=fmt, BITS=bits, HAS_BIAS=bias is not None, SPLIT=split, BLOCK_M=triton.next_power_of_2(m), **table,
     )  # fmt: skip
