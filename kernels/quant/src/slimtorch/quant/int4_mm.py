@@ -162,6 +162,23 @@ def _decode_word(word, zero, ASM: tl.constexpr):
 
 
 @triton.jit
+def _group_meta(scale_ptr, zero_ptr, kw0, r3, kw_end, KW, N, n3, mask_n3, GROUP_SIZE: tl.constexpr,
+                BLOCK_KW: tl.constexpr, EVEN: tl.constexpr):  # fmt: skip
+    """(scale as fp32, zero as int32) of the groups of word rows ``r3`` (a tile of BLOCK_KW rows from
+    ``kw0``) and channels ``n3``: one (1, 1, BLOCK_N) row when the tile lies in one group, else per row."""
+    if GROUP_SIZE % (8 * BLOCK_KW) == 0:
+        meta = (tl.minimum(kw0, KW - 1) * 8 // GROUP_SIZE).to(tl.int64) * N + n3
+        meta_mask = mask_n3
+    else:
+        meta = (r3 * 8 // GROUP_SIZE).to(tl.int64) * N + n3
+        meta_mask = (r3 < kw_end) & mask_n3
+    if EVEN:
+        return tl.load(scale_ptr + meta).to(tl.float32), tl.load(zero_ptr + meta).to(tl.int32)
+    scale = tl.load(scale_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
+    return scale, tl.load(zero_ptr + meta, mask=meta_mask, other=0).to(tl.int32)
+
+
+@triton.jit
 def _int4_gemv_kernel(
     x_ptr,
     w_ptr,  # qweight (K_pad/8, N) int32
@@ -207,18 +224,7 @@ def _int4_gemv_kernel(
             word = tl.load(w_ptrs)
         else:
             word = tl.load(w_ptrs, mask=(r3 < kw_end) & mask_n3, other=0)
-        if GROUP_SIZE % (8 * BLOCK_KW) == 0:  # the tile lies in one group: one scale/zero row
-            meta = (tl.minimum(kw0, KW - 1) * 8 // GROUP_SIZE).to(tl.int64) * N + n3
-            meta_mask = mask_n3
-        else:  # a group per few word rows
-            meta = (r3 * 8 // GROUP_SIZE).to(tl.int64) * N + n3
-            meta_mask = (r3 < kw_end) & mask_n3
-        if EVEN:
-            scale = tl.load(scale_ptr + meta).to(tl.float32)
-            zero = tl.load(zero_ptr + meta).to(tl.int32)
-        else:
-            scale = tl.load(scale_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
-            zero = tl.load(zero_ptr + meta, mask=meta_mask, other=0).to(tl.int32)
+        scale, zero = _group_meta(scale_ptr, zero_ptr, kw0, r3, kw_end, KW, N, n3, mask_n3, GROUP_SIZE, BLOCK_KW, EVEN)
         # x at k = 8r + j, j = 0..7 (BLOCK_M, BLOCK_KW, 1), zero past K or M
         k3 = r3 * 8
         xs = x_rows + k3 * stride_xk
@@ -458,18 +464,7 @@ def _int4_gemv_f16_kernel(
         else:
             w0 = tl.load(w_ptrs, mask=(r3 < kw_end) & mask_n3, other=0)
             w1 = tl.load(w_ptrs + N, mask=(r3 + 1 < kw_end) & mask_n3, other=0)
-        if GROUP_SIZE % (8 * BLOCK_KW) == 0:  # the tile lies in one group: one scale/zero row
-            meta = (tl.minimum(kw0, KW - 1) * 8 // GROUP_SIZE).to(tl.int64) * N + n3
-            meta_mask = mask_n3
-        else:  # rows r3, r3 + 1 lie in one group
-            meta = (r3 * 8 // GROUP_SIZE).to(tl.int64) * N + n3
-            meta_mask = (r3 < kw_end) & mask_n3
-        if EVEN:
-            scale = tl.load(scale_ptr + meta).to(tl.float32)
-            zero = tl.load(zero_ptr + meta).to(tl.int32)
-        else:
-            scale = tl.load(scale_ptr + meta, mask=meta_mask, other=0.0).to(tl.float32)
-            zero = tl.load(zero_ptr + meta, mask=meta_mask, other=0).to(tl.int32)
+        scale, zero = _group_meta(scale_ptr, zero_ptr, kw0, r3, kw_end, KW, N, n3, mask_n3, GROUP_SIZE, BLOCK_KW, EVEN)
         if ASM:
             if EVEN:
                 xe = tl.load(x_ptrs)
