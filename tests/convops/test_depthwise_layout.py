@@ -17,7 +17,7 @@ from slimtorch.convops._layout import (
 from slimtorch.convops.depthwise import depthwise_conv2d, launch_depthwise_conv2d
 from slimtorch.convops.layers import DepthwiseConv2d
 from slimtorch.core import measured
-from slimtorch.core.testing import assert_exact, assert_rel_close, randn, rel_bound
+from slimtorch.core.testing import assert_exact, assert_rel_close, order_measurer, randn, rel_bound
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=lambda d: str(d)[6:])
@@ -160,21 +160,6 @@ def test_layer_caches_the_copy_until_the_weight_changes(device):
     assert_exact(half.weight_kkc(), depthwise_weight_kkc(half.weight))
 
 
-class _OrderTimer:
-    """Returns the given medians in the order the candidates are timed (ours first)."""
-
-    def __init__(self, *times: float):
-        self.times, self.calls = list(times), 0
-
-    def __call__(self, fn) -> float:
-        self.calls += 1
-        return self.times[self.calls - 1]
-
-
-def _measurer(*times: float) -> measured.Measurer:
-    return measured.Measurer(_OrderTimer(*times), None, device_tag=lambda d: "fake", measurable=lambda t: True)
-
-
 def test_launcher_stays_our_kernel():
     assert depthwise_conv2d.launcher is launch_depthwise_conv2d
 
@@ -189,7 +174,7 @@ def test_measured_choice_matches_the_reference(device, times, expected, padding)
     scale, shift = randn((13,), device=device, seed=13), randn((13,), device=device, seed=14)
     geometry = ([2, 1], padding, [1, 1], "hardswish")
     ref = depthwise_conv2d.get_reference()(*_double(x, w, scale, shift), None, *geometry)
-    m = _measurer(*times)
+    m = order_measurer(*times)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         out = depthwise_conv2d(x, w, scale, shift, None, *geometry)
         ((slot, choice),) = m.choices.items()
@@ -206,7 +191,7 @@ def test_measured_choice_matches_the_reference(device, times, expected, padding)
 def test_shift_paths_are_not_measured(device):
     x = randn((1, 6, 5, 5), device=device, seed=1)
     offsets = torch.tensor([[1, 0], [0, -1], [0, 0], [-1, 1], [2, 0], [0, 2]], dtype=torch.int32, device=device)
-    m = _measurer()
+    m = order_measurer()
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         depthwise_conv2d(x, None, None, None, offsets, [1, 1], [0] * 4, [1, 1], "none")
     assert not m.choices and m.timer.calls == 0

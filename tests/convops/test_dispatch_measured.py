@@ -11,26 +11,11 @@ import torch
 from slimtorch.convops import pointwise
 from slimtorch.convops.pointwise import launch_pointwise_conv2d, pointwise_conv2d, pointwise_measure_key
 from slimtorch.core import measured
-from slimtorch.core.testing import assert_rel_close, randn, rel_bound
+from slimtorch.core.testing import assert_rel_close, order_measurer, randn, rel_bound
 
 OP = "slimtorch::pointwise_conv2d"
 TORCH = "torch cuDNN"
 OFFSETS = torch.tensor([[(c % 3) - 1, (c * 7 % 5) - 2] for c in range(12)], dtype=torch.int32)
-
-
-class OrderTimer:
-    """The given medians in the order the candidates are timed (ours first)."""
-
-    def __init__(self, *times: float):
-        self.times, self.calls = list(times), 0
-
-    def __call__(self, fn) -> float:
-        self.calls += 1
-        return self.times[self.calls - 1]
-
-
-def fake(*times: float) -> measured.Measurer:
-    return measured.Measurer(OrderTimer(*times), None, device_tag=lambda d: "fake", measurable=lambda t: True)
 
 
 def inputs(dtype, shifted, seed=0, channels_last=True, batch=2):
@@ -62,7 +47,7 @@ def test_the_launcher_stays_our_kernel():
 )
 def test_each_choice_matches_the_reference_and_is_cached(dtype, shifted, times, expected):
     args = inputs(dtype, shifted, seed=len(expected))
-    m = fake(*times, *times)  # two buckets
+    m = order_measurer(*times, *times)  # two buckets
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         out = pointwise_conv2d(*args)
         ((slot, choice),) = m.choices.items()
@@ -81,7 +66,7 @@ def test_a_raising_torch_path_is_never_chosen(monkeypatch):
         raise RuntimeError("cuDNN: no kernel for this configuration")
 
     monkeypatch.setattr(pointwise, "pointwise_conv2d_torch", unsupported)
-    m = fake(5.0)
+    m = order_measurer(5.0)
     args = inputs(torch.float32, False)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         out = pointwise_conv2d(*args)
@@ -98,7 +83,7 @@ def test_kernel_and_torch_modes_are_deterministic(monkeypatch):
     args = inputs(torch.float32, False, batch=1)
     for mode, expected in (("kernel", "triton"), ("torch", TORCH)):
         ran.clear()
-        m = fake()
+        m = order_measurer()
         with measured.use_measurer(m), measured.use_dispatch(mode):
             out = pointwise_conv2d(*args)
             pointwise_conv2d(*args)
@@ -111,7 +96,7 @@ def test_never_slower_than_torch_over_random_timings():
     args = inputs(torch.float32, False, batch=1)
     for _ in range(6):
         ours, theirs = rng.choice([1.0, rng.uniform(0.1, 3.0)]), rng.choice([1.0, rng.uniform(0.1, 3.0)])
-        m = fake(ours, theirs)
+        m = order_measurer(ours, theirs)
         with measured.use_measurer(m), measured.use_dispatch("measure"):
             pointwise_conv2d(*args)
         (choice,) = m.choices.values()
@@ -125,7 +110,7 @@ def test_slimtorch_info_lists_the_pointwise_choice(capsys, monkeypatch):
     from slimtorch.core import registry
 
     monkeypatch.setattr(registry, "import_all_packages", lambda: ["convops"])
-    m = fake(2.0, 1.0)
+    m = order_measurer(2.0, 1.0)
     args = inputs(torch.float32, False, batch=1)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         pointwise_conv2d(*args)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from slimtorch.core import measured
-from slimtorch.core.testing import assert_rel_close, randn, rel_bound
+from slimtorch.core.testing import assert_rel_close, order_measurer, randn, rel_bound
 from slimtorch.core.tuning import all_configs, use_config
 from slimtorch.quant import dequant_gemv, formats, pow2
 from slimtorch.quant.dequant_mm import split_plan
@@ -183,17 +183,6 @@ def test_gemv_every_config(monkeypatch, kernel, index):
     assert_rel_close(out, ref, rel_bound(torch.float32, k), name=f"config {config}")
 
 
-class OrderTimer:
-    """Returns the given medians in the order candidates are timed (ours first)."""
-
-    def __init__(self, *times: float):
-        self.times, self.calls = list(times), 0
-
-    def __call__(self, fn) -> float:
-        self.calls += 1
-        return self.times[self.calls - 1]
-
-
 @pytest.mark.parametrize("fmt", ["lowbit", "codebook", "pow2"])
 @pytest.mark.parametrize(("times", "expected"), [((2.0, 1.0), "torch dequant+F.linear"), ((1.0, 1.0), "triton")])
 def test_measured_dispatch(device, fmt, times, expected):
@@ -204,7 +193,7 @@ def test_measured_dispatch(device, fmt, times, expected):
                                                  "pow2": "launch_pow2_weight_mm"}[fmt])  # fmt: skip
     bits = {"lowbit": 2, "codebook": 4, "pow2": 4}[fmt]
     weights = tuple(t.to(device) if isinstance(t, torch.Tensor) else t for t in _weights(fmt, bits, 21, 40, seed=7))
-    m = measured.Measurer(OrderTimer(*times), None, device_tag=lambda d: "fake", measurable=lambda t: True)
+    m = order_measurer(*times)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         assert_matches_reference(op, activations(1, 40, torch.float32, device, seed=5), *weights)
         ((slot, choice),) = m.choices.items()

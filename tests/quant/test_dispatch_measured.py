@@ -9,12 +9,11 @@ import pytest
 import torch
 
 from slimtorch.core import measured
-from slimtorch.core.testing import randn
+from slimtorch.core.testing import order_measurer, randn
 from slimtorch.quant import formats, int4_mm
 from slimtorch.quant.int4_mm import int4_weight_mm, launch_int4_weight_mm
 
 from .helpers import activations, assert_matches_reference
-from .test_w8a8_measured import _measurer
 
 
 def test_launcher_stays_our_kernels():
@@ -29,7 +28,7 @@ def test_each_choice_matches_the_reference(device, rows, times, expected):
     p = formats.quantize_int4(randn((n, k), seed=n), g)
     bias = randn((n,), device=device, seed=2)
     x = activations(rows, k, torch.float32, device, seed=5)
-    m = _measurer(*times)
+    m = order_measurer(*times)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         assert_matches_reference(
             int4_weight_mm, x, p.qweight.to(device), p.scale.to(device), p.zero.to(device), g, bias=bias
@@ -85,7 +84,7 @@ def test_pq_mm_dispatches_by_measurement(device, times, expected):
     n, k = 24, 32
     packed = quantize_product(randn((n, k), seed=7), sub_dim=4, centroids=16, iterations=3)
     x = activations(5, k, torch.float32, device, seed=8)
-    m = _measurer(*times)
+    m = order_measurer(*times)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         assert_matches_reference(
             pq.pq_mm, x, packed.codes.to(device), packed.codebooks.to(device), packed.rows_per_block

@@ -6,27 +6,12 @@ import pytest
 import torch
 
 from slimtorch.core import measured
-from slimtorch.core.testing import randn
+from slimtorch.core.testing import order_measurer, randn
 from slimtorch.quant.formats import quantize_int8
 from slimtorch.quant.int8_mm import int8_weight_mm, launch_int8_weight_mm
 from slimtorch.quant.w8a8_mm import launch_w8a8, w8a8_linear
 
 from .helpers import activations, assert_matches_reference
-
-
-class OrderTimer:
-    """Returns the given medians in the order candidates are timed (ours first)."""
-
-    def __init__(self, *times: float):
-        self.times, self.calls = list(times), 0
-
-    def __call__(self, fn) -> float:
-        self.calls += 1
-        return self.times[self.calls - 1]
-
-
-def _measurer(*times: float) -> measured.Measurer:
-    return measured.Measurer(OrderTimer(*times), None, device_tag=lambda d: "fake", measurable=lambda t: True)
 
 
 def test_launchers_stay_our_kernels():
@@ -48,7 +33,7 @@ def test_each_choice_matches_the_reference(device, op, times, expected):
     packed = quantize_int8(randn((n, k), seed=n))
     bias = randn((n,), device=device, seed=2)
     x = activations(19, k, torch.float32, device, seed=5)
-    m = _measurer(*times)
+    m = order_measurer(*times)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         assert_matches_reference(op, x, packed.qweight.to(device), packed.scale.to(device), bias=bias)
         ((slot, choice),) = m.choices.items()
@@ -64,7 +49,7 @@ def test_torch_mode_runs_int_mm_and_nan_rows_stay_nan(device):
     packed = quantize_int8(randn((16, 24), seed=1))
     x = activations(5, 24, torch.float16, device, seed=3)
     x[2, 7] = float("nan")
-    m = _measurer()
+    m = order_measurer()
     with measured.use_measurer(m), measured.use_dispatch("torch"):
         out = w8a8_linear(x, packed.qweight.to(device), packed.scale.to(device))
     assert next(iter(m.choices.values())).choice == "torch._int_mm"
@@ -76,7 +61,7 @@ def test_slimtorch_info_shows_the_cached_choices(capsys, monkeypatch):
     from slimtorch.core import registry
 
     monkeypatch.setattr(registry, "import_all_packages", lambda: ["quant"])  # not the zoo's imports
-    m = _measurer(2.0, 1.0)
+    m = order_measurer(2.0, 1.0)
     packed = quantize_int8(randn((8, 16), seed=1))
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         w8a8_linear(activations(3, 16, torch.float32, "cpu", seed=2), packed.qweight, packed.scale)

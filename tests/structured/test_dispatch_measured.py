@@ -9,27 +9,12 @@ import pytest
 import torch
 
 from slimtorch.core import measured
-from slimtorch.core.testing import assert_rel_close, randn, rel_bound
+from slimtorch.core.testing import assert_rel_close, order_measurer, randn, rel_bound
 from slimtorch.structured import hashing
 from slimtorch.structured.hashing import hashed_mm, launch_hashed_mm
 
 OP, TORCH = "slimtorch::hashed_mm", "torch V+F.linear"
 N, K, P = 21, 37, 50
-
-
-class OrderTimer:
-    """The given medians in the order the candidates are timed (ours first)."""
-
-    def __init__(self, *times: float):
-        self.times, self.calls = list(times), 0
-
-    def __call__(self, fn) -> float:
-        self.calls += 1
-        return self.times[self.calls - 1]
-
-
-def fake(*times: float) -> measured.Measurer:
-    return measured.Measurer(OrderTimer(*times), None, device_tag=lambda d: "fake", measurable=lambda t: True)
 
 
 def args(dtype=torch.float32, rows=7, transposed=False, seed=0):
@@ -58,7 +43,7 @@ def test_the_launcher_stays_our_kernel():
 def test_each_choice_matches_the_reference_and_is_cached(dtype, transposed, times, expected):
     a = args(dtype, transposed=transposed, seed=len(expected))
     a[0][3, 4] = float("nan")  # NaN in, NaN out (the row)
-    m = fake(*times)
+    m = order_measurer(*times)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         out = hashed_mm(*a)
         ((slot, choice),) = m.choices.items()
@@ -76,7 +61,7 @@ def test_a_raising_torch_path_is_never_chosen(monkeypatch):
         raise RuntimeError("out of memory materialising V")
 
     monkeypatch.setattr(hashing, "hashed_mm_torch", unsupported)
-    m = fake(5.0)
+    m = order_measurer(5.0)
     a = args()
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         out = hashed_mm(*a)
@@ -93,7 +78,7 @@ def test_kernel_and_torch_modes_are_deterministic(monkeypatch):
     a = args()
     for mode, expected in (("kernel", "triton"), ("torch", TORCH)):
         ran.clear()
-        m = fake()
+        m = order_measurer()
         with measured.use_measurer(m), measured.use_dispatch(mode):
             out = hashed_mm(*a)
             hashed_mm(*a)
@@ -106,7 +91,7 @@ def test_never_slower_than_torch_over_random_timings():
     a = args(rows=3)
     for _ in range(10):
         ours, theirs = rng.choice([1.0, rng.uniform(0.1, 3.0)]), rng.choice([1.0, rng.uniform(0.1, 3.0)])
-        m = fake(ours, theirs)
+        m = order_measurer(ours, theirs)
         with measured.use_measurer(m), measured.use_dispatch("measure"):
             hashed_mm(*a)
         (choice,) = m.choices.values()
@@ -120,7 +105,7 @@ def test_gradients_flow_through_either_choice():
     for times in ((2.0, 1.0), (1.0, 2.0)):
         x, w, n, seed, bias, transposed = args(rows=4)
         w.requires_grad_(True)
-        with measured.use_measurer(fake(*times)), measured.use_dispatch("measure"):
+        with measured.use_measurer(order_measurer(*times)), measured.use_dispatch("measure"):
             hashed_mm(x, w, n, seed, bias, transposed).square().sum().backward()
         grads.append(w.grad)
     assert_rel_close(grads[0], grads[1], rel_bound(torch.float32, 4 * K))
@@ -131,7 +116,7 @@ def test_slimtorch_info_lists_the_hashed_choice(capsys, monkeypatch):
     from slimtorch.core import registry
 
     monkeypatch.setattr(registry, "import_all_packages", lambda: ["structured"])
-    m = fake(2.0, 1.0)
+    m = order_measurer(2.0, 1.0)
     with measured.use_measurer(m), measured.use_dispatch("measure"):
         hashed_mm(*args(rows=3))
         assert cli._cmd_info(None) == 0
