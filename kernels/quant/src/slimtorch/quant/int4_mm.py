@@ -503,12 +503,8 @@ def _int4_gemv_f16_kernel(
     )  # fmt: skip
 
 
-def _even_f16(args: dict) -> bool:
-    return args["N"] % args["BLOCK_N"] == 0 and args["K"] == 8 * args["KW"] and args["KW"] % args["BLOCK_KW"] == 0
-
-
 _int4_gemv_f16 = triton.autotune(configs=F16_CONFIGS, key=_F16_KEY)(
-    triton.heuristics({"EVEN": _even_f16})(_int4_gemv_f16_kernel)
+    triton.heuristics({"EVEN": _even})(_int4_gemv_f16_kernel)
 )
 
 
