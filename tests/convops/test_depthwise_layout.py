@@ -6,6 +6,7 @@ dispatch by measurement between our kernel and cuDNN (fake timers, no GPU)."""
 
 import pytest
 import torch
+import torch.fx
 import torch.nn.functional as F
 
 from slimtorch.convops._layout import (
@@ -158,6 +159,16 @@ def test_layer_caches_the_copy_until_the_weight_changes(device):
     half.clear_weight_cache()
     assert half.weight_kkc() is not cached
     assert_exact(half.weight_kkc(), depthwise_weight_kkc(half.weight))
+
+
+def test_layer_traces_with_torch_fx(device):
+    """torch.fx symbolic tracing (timm's feature extraction) sees ``weight`` as a proxy: no cache lookup,
+    the op derives the copy itself, and the traced graph computes what the layer does."""
+    layer = _layer(device)
+    x = randn((2, 13, 9, 7), device=device, seed=3).contiguous(memory_format=torch.channels_last)
+    eager = layer(x)  # the cache is filled: the traced forward must not compare proxies with it
+    graph = torch.fx.symbolic_trace(layer)
+    assert_exact(graph(x), eager)
 
 
 def test_launcher_stays_our_kernel():

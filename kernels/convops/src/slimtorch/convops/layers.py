@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.fx
 from torch import nn
 
 from slimtorch.convops._layout import depthwise_weight_kkc, padding4, pair
@@ -141,10 +142,11 @@ class DepthwiseConv2d(nn.Conv2d):
         reused while cached), its version counter (every in-place write through the parameter bumps it:
         optimizer steps, ``load_state_dict``, ``nn.init``), dtype, device and shape (``.to()`` gives a new
         storage). Writes through ``weight.data`` bypass the version counter: call ``clear_weight_cache()``
-        after those. None while ``torch.compile`` traces (the op then derives the copy in its launcher)."""
-        if torch.compiler.is_compiling():
-            return None
+        after those. None while ``torch.compile`` or ``torch.fx`` traces (``weight`` is then a proxy; the op
+        derives the copy in its launcher)."""
         w = self.weight
+        if torch.compiler.is_compiling() or isinstance(w, torch.fx.Proxy):
+            return None
         cached = getattr(self, "_kkc_cache", None)  # modules pickled before the cache existed have none
         if cached is not None:
             alias, version, kkc = cached
