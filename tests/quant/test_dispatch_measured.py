@@ -75,7 +75,7 @@ def test_measured_on_cuda_matches_the_reference(dtype):
             assert int4_mm.TINYGEMM not in choice.errors, choice.errors
 
 
-@pytest.mark.parametrize(("times", "expected"), [((2.0, 1.0), "torch decode+F.linear"), ((1.0, 2.0), "triton")])
+@pytest.mark.parametrize(("times", "expected"), [((2.0, 1.0), measured.DECODE_LINEAR), ((1.0, 2.0), "triton")])
 def test_pq_mm_dispatches_by_measurement(device, times, expected):
     """Product quantization: our table + gather-add, or decode + F.linear; the choice matches the reference."""
     pq = importlib.import_module("slimtorch.quant.pq_mm")

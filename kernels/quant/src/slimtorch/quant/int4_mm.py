@@ -641,11 +641,10 @@ def _torch_paths(x, qweight, scale, zero, group_size, bias) -> dict:
         y = torch._weight_int4pack_mm(x, packed, group_size, scale_and_zero)
         return y if bias is None else y + bias.to(x.dtype)
 
-    def dequant_linear() -> torch.Tensor:
-        w = dequantize_int4(qweight, scale, zero, group_size, dtype=x.dtype, k=x.shape[1])
-        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
+    def decode(dtype: torch.dtype) -> torch.Tensor:
+        return dequantize_int4(qweight, scale, zero, group_size, dtype=dtype, k=x.shape[1])
 
-    return {TINYGEMM: tinygemm, "torch dequant+F.linear": dequant_linear}
+    return {TINYGEMM: tinygemm, measured.DECODE_LINEAR: measured.decode_linear(x, decode, bias)}
 
 
 @kernel_op(

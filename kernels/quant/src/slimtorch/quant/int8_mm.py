@@ -68,10 +68,8 @@ def _torch_paths(x: torch.Tensor, qweight: torch.Tensor, scale: torch.Tensor, bi
         y = torch._weight_int8pack_mm(x, qweight, scale.to(x.dtype))
         return y if bias is None else y + bias.to(x.dtype)
 
-    def dequant_linear() -> torch.Tensor:
-        return torch.nn.functional.linear(x, dequantize_int8(qweight, scale, x.dtype), bias)
-
-    return {"torch._weight_int8pack_mm": int8pack, "torch dequant+F.linear": dequant_linear}
+    decode = measured.decode_linear(x, lambda dtype: dequantize_int8(qweight, scale, dtype), bias)
+    return {"torch._weight_int8pack_mm": int8pack, measured.DECODE_LINEAR: decode}
 
 
 @kernel_op(

@@ -91,13 +91,11 @@ def lowbit_weight_mm(
     On CUDA, our kernel or dequantize + F.linear, whichever measured faster (core.measured)."""
     k = x.shape[1]
 
-    def dequant_linear() -> torch.Tensor:
-        w = dequantize_lowbit(qweight, pos_scale, neg_scale, bits, k, dtype=x.dtype)
-        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
-
     candidates = {
         "triton": lambda: launch_lowbit_weight_mm(x, qweight, pos_scale, neg_scale, bits, bias),
-        "torch dequant+F.linear": dequant_linear,
+        measured.DECODE_LINEAR: measured.decode_linear(
+            x, lambda dtype: dequantize_lowbit(qweight, pos_scale, neg_scale, bits, k, dtype=dtype), bias
+        ),
     }
     key = (*measured.gemm_key(x, qweight.shape[1], k), bits)
     return measured.run("slimtorch::lowbit_weight_mm", key, candidates, x)

@@ -286,13 +286,11 @@ def pq_mm(
     ``codes.shape[1]``) and codebooks (B, S, C, d) (module doc). On CUDA, our kernels or decode +
     F.linear, whichever measured faster for this shape bucket (core.measured)."""
 
-    def decode_linear() -> torch.Tensor:
-        w = pq_decode(codes, codebooks, rows_per_block, x.shape[1], dtype=x.dtype)
-        return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
-
     candidates = {
         "triton": lambda: launch_pq_mm(x, codes, codebooks, rows_per_block, bias),
-        "torch decode+F.linear": decode_linear,
+        measured.DECODE_LINEAR: measured.decode_linear(
+            x, lambda dtype: pq_decode(codes, codebooks, rows_per_block, x.shape[1], dtype=dtype), bias
+        ),
     }
     key = (*measured.gemm_key(x, codes.shape[1], x.shape[1]), *codebooks.shape[1:])
     return measured.run("slimtorch::pq_mm", key, candidates, x)

@@ -100,6 +100,21 @@ def use_dispatch(mode: Mode) -> Iterator[None]:
         _settings["override"] = previous
 
 
+DECODE_LINEAR = "torch dequant+F.linear"  # the candidate name of :func:`decode_linear`
+
+
+def decode_linear(
+    x: torch.Tensor, decode: Callable[[torch.dtype], torch.Tensor], bias: torch.Tensor | None
+) -> Callable[[], torch.Tensor]:
+    """torch's path for a weight stored in one of our formats: ``decode(x.dtype)`` gives the (N, K)
+    weight, then cuBLAS ``F.linear`` (+ bias in x's dtype). The candidate every weight-only op has."""
+
+    def run() -> torch.Tensor:
+        return torch.nn.functional.linear(x, decode(x.dtype), None if bias is None else bias.to(x.dtype))
+
+    return run
+
+
 def gemm_key(x: torch.Tensor, n: int, k: int) -> tuple:
     """The shape bucket of a GEMM x (M, K) · W(N, K)ᵀ: (m_bucket(M), N, K, x's dtype)."""
     from slimtorch.core.gemm import m_bucket
