@@ -55,6 +55,7 @@ import torch
 
 from slimtorch.core.checks import is_fake
 from slimtorch.core.dispatch import KERNEL_BACKENDS, preferred_backend
+from slimtorch.core.metrics import rel_error
 
 Mode = Literal["measure", "kernel", "torch"]
 MODES: tuple[str, ...] = ("measure", "kernel", "torch")
@@ -204,7 +205,7 @@ class Measurer:
         if mode == "kernel" or len(names) == 1:
             return candidates[kernel]()
         device = like.device
-        slot = (op, self.device_tag(device), _key_string(key), "measured" if mode == "measure" else mode)
+        slot = self._slot(op, key, device, mode)
         self._load(device)
         found = self.choices.get(slot)
         if found is not None and found.choice in candidates:
@@ -225,9 +226,12 @@ class Measurer:
         mode = dispatch_mode()
         if mode == "kernel" or not self.measurable(like):
             return None
-        slot = (op, self.device_tag(like.device), _key_string(key), "measured" if mode == "measure" else mode)
-        found = self.choices.get(slot)
+        found = self.choices.get(self._slot(op, key, like.device, mode))
         return None if found is None else found.choice
+
+    def _slot(self, op: str, key: tuple, device: torch.device, mode: str) -> tuple:
+        """The cache slot of (op, key) on ``device`` under ``mode`` (measured choices persist in the file)."""
+        return (op, self.device_tag(device), _key_string(key), "measured" if mode == "measure" else mode)
 
     def _decide(self, mode: str, candidates: Mapping[str, Callable[[], Any]]) -> tuple[Choice, dict[str, Any]]:
         """Call each candidate once (a raising one, or one whose output differs in shape/dtype from the
@@ -331,12 +335,10 @@ def _check_agreement(out: Any, first: Any, first_name: str) -> None:
         for a, b in zip(out, first, strict=True):
             _check_agreement(a, b, first_name)
         return
-    a, b = out.detach().double(), first.detach().double()
-    finite = a.isfinite()
-    if not torch.equal(finite, b.isfinite()):
+    finite = out.isfinite()
+    if not torch.equal(finite, first.isfinite()):
         raise ValueError(f"non-finite entries differ from {first_name}'s")
-    a, b = a[finite], b[finite]
-    diff = float((a - b).norm() / b.norm().clamp_min(1e-300)) if b.numel() else 0.0
+    diff = rel_error(out[finite], first[finite])
     if not diff <= AGREEMENT:
         raise ValueError(f"relative difference {diff:.3g} from {first_name}'s output (> {AGREEMENT})")
 
